@@ -1,0 +1,112 @@
+"""The exception tree. Every error this package raises on purpose is a :class:`Qwen3GuardError`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .verdict import Verdict
+
+__all__ = [
+    "BackendError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "Qwen3GuardError",
+    "UnsafeContentError",
+    "VerdictParseError",
+]
+
+
+class Qwen3GuardError(Exception):
+    """Base class of every error raised by qwen3guard-integrations."""
+
+
+class UnsafeContentError(Qwen3GuardError):
+    """Content was blocked by the policy. ``verdict`` holds the verdict that blocked it."""
+
+    def __init__(self, verdict: Verdict, message: str | None = None) -> None:
+        self.verdict = verdict
+        if message is None:
+            cats = ", ".join(c.value for c in verdict.categories) or "no category"
+            message = f"{verdict.role.value} blocked: {verdict.level.value} ({cats})"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.verdict, str(self)))
+
+
+class InvalidInputError(Qwen3GuardError, ValueError):
+    """The input cannot be checked as given (empty, wrong type, bad roles, invalid text)."""
+
+
+class VerdictParseError(Qwen3GuardError, ValueError):
+    """A model's output does not follow the verdict grammar. ``raw`` holds the text."""
+
+    def __init__(self, message: str, raw: str | None = None) -> None:
+        self.raw = raw
+        super().__init__(message if raw is None else f"{message}; model output: {raw[:200]!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_parse_error, (self.args[0], self.raw))
+
+
+def _rebuild_parse_error(message: str, raw: str | None) -> VerdictParseError:
+    err = VerdictParseError.__new__(VerdictParseError)
+    Exception.__init__(err, message)
+    err.raw = raw
+    return err
+
+
+class BackendError(Qwen3GuardError):
+    """A backend (local model or serving endpoint) failed to produce a verdict.
+
+    ``status`` is the HTTP status where there is one; ``error`` and ``error_type`` are the
+    server's own words where it gave them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        error_type: str | None = None,
+        backend: str | None = None,
+    ) -> None:
+        self.status = status
+        self.error = error
+        self.error_type = error_type
+        self.backend = backend
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_backend_error,
+            (type(self), str(self), self.status, self.error, self.error_type, self.backend),
+        )
+
+
+def _rebuild_backend_error(
+    cls: type[BackendError],
+    message: str,
+    status: int | None,
+    error: str | None,
+    error_type: str | None,
+    backend: str | None,
+) -> BackendError:
+    return cls(message, status=status, error=error, error_type=error_type, backend=backend)
+
+
+class MissingDependencyError(Qwen3GuardError, ImportError):
+    """An optional dependency is not installed. The message names the extra to install."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{module!r} is required for this feature but is not installed. "
+            f'Install it with: pip install "qwen3guard-integrations[{extra}]"'
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.module, self.extra))
