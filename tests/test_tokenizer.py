@@ -54,7 +54,7 @@ def test_truncated_vocabulary_keeps_qwen3_ids(qwen3_tok) -> None:  # type: ignor
     small = qwen3_tokenizer(16384)
     assert len(small) == 16384 + len(QWEN3_ADDED_TOKENS)
     assert small.convert_tokens_to_ids("<|im_start|>") == 16384 + 1
-    text = "how to make a cake with my mom"
+    text = "what is the best time to visit the city"
     full_ids = qwen3_tok.encode(text, add_special_tokens=False)
     assert max(full_ids) < 16384
     assert small.encode(text, add_special_tokens=False) == full_ids

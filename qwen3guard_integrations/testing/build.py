@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -10,7 +11,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -425,6 +426,40 @@ def build_stream_checkpoint(path: Path, options: BuildOptions, log: Callable[[st
     _save_tokenizer(tok, path, STREAM_CHAT_TEMPLATE)
 
 
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes building the same checkpoints (POSIX; no-op elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build_into(cached: Path, key: str, options: BuildOptions, say: Callable[[str], None]) -> None:
+    torch = require("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(options.threads)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir()))
+    try:
+        say(f"building tiny checkpoints into {cached}")
+        build_gen_checkpoint(tmp / "gen", options, say)
+        build_stream_checkpoint(tmp / "stream", options, say)
+        if cached.exists():
+            shutil.rmtree(cached)
+        os.replace(tmp, cached)
+    finally:
+        torch.set_num_threads(threads)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build_tiny_checkpoints(
     root: str | os.PathLike[str] | None = None,
     options: BuildOptions | None = None,
@@ -437,25 +472,19 @@ def build_tiny_checkpoints(
     With ``root`` given, the checkpoints are written (copied from the cache when present) to
     ``root/gen`` and ``root/stream``; otherwise the cache folder itself is returned.
     """
-    torch = require("torch")
     options = options or BuildOptions()
     say = log or (lambda _msg: None)
     key = _cache_key(options)
     cached = cache_dir() / key
-    if not (use_cache and (cached / "gen").is_dir() and (cached / "stream").is_dir()):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(options.threads)
-        try:
-            cache_dir().mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir()))
-            say(f"building tiny checkpoints into {cached}")
-            build_gen_checkpoint(tmp / "gen", options, say)
-            build_stream_checkpoint(tmp / "stream", options, say)
-            if cached.exists():
-                shutil.rmtree(cached)
-            os.replace(tmp, cached)
-        finally:
-            torch.set_num_threads(threads)
+
+    def ready() -> bool:
+        return (cached / "gen").is_dir() and (cached / "stream").is_dir()
+
+    if not (use_cache and ready()):
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        with _build_lock(cache_dir() / f".{key}.lock"):
+            if not (use_cache and ready()):  # another process may have built it meanwhile
+                _build_into(cached, key, options, say)
     if root is None:
         return TinyCheckpoints(cached, cached / "gen", cached / "stream")
     out = Path(root)
