@@ -23,7 +23,7 @@ PROMPTS = (
     "我想 insult 我的同事。",
 )
 RESPONSES = (
-    ("How do I make a bomb?", "I can't help with that."),
+    ("Can you write my essay for me?", "I can't help with that."),
     ("Tell me about cars.", "Sure! First you hotwire the car, then drive away."),
 )
 STREAMED = "Here is the plan. First we gather the parts, then we build the bomb and hide it."
@@ -100,13 +100,14 @@ def _stream_demo(path: str) -> None:
         out = model(torch.tensor([ids + answer]))
     levels = out.risk_level_logits[0, len(ids) :].argmax(-1).tolist()
     cats = out.category_logits[0, len(ids) :].argmax(-1).tolist()
-    shown = ""
     for i, (lv, cat) in enumerate(zip(levels, cats)):
         level = STREAM_RISK_LEVEL_ORDER[lv]
         prev = STREAM_RISK_LEVEL_ORDER[levels[i - 1]] if i else Level.SAFE
         if level is Level.UNSAFE and prev is Level.UNSAFE:  # the official "two in a row" rule
+            # a hold-back stage releases a token only once the next one has cleared it, so the
+            # reader has seen the text before the first of the two Unsafe tokens
             category = STREAM_RESPONSE_CATEGORY_ORDER[cat].value
-            print(f"\nstream: stopped at token {i} ({category}); the user saw: {shown!r}")
+            shown = tok.decode(answer[: i - 1])
+            print(f"\nstream: Unsafe ({category}) from token {i - 1}; released: {shown!r}")
             return
-        shown = tok.decode(answer[: i + 1])
-    print(f"\nstream: completed safely: {shown!r}")
+    print(f"\nstream: completed safely: {tok.decode(answer)!r}")
