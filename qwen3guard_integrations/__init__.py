@@ -11,6 +11,7 @@ from .core import (
     Level,
     Message,
     MissingDependencyError,
+    ModelLoadError,
     Policy,
     Qwen3GuardError,
     Role,
@@ -22,6 +23,19 @@ from .core import (
 
 __version__ = "0.1.0"
 
+_LAZY = {"Qwen3Guard": ("guard", "Qwen3Guard")}
+
+
+def __getattr__(name: str) -> object:
+    # the guard objects import lazily: ``import qwen3guard_integrations`` needs only pydantic
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "BackendError",
     "Category",
@@ -29,7 +43,9 @@ __all__ = [
     "Level",
     "Message",
     "MissingDependencyError",
+    "ModelLoadError",
     "Policy",
+    "Qwen3Guard",
     "Qwen3GuardError",
     "Role",
     "UnsafeContentError",

@@ -14,6 +14,34 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(gen_model=args.gen_model, stream_model=args.stream_model)
 
 
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from .guard import Qwen3Guard
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    guard = Qwen3Guard.from_pretrained(
+        args.model, device=args.device, fast=not args.full, local_files_only=args.offline or None
+    )
+    try:
+        if args.response is not None:
+            verdict = guard.check_response(prompt, args.response)
+        else:
+            verdict = guard.check_prompt(prompt)
+    finally:
+        guard.close()
+    blocked = guard.blocks(verdict)
+    if args.json:
+        print(json.dumps({**verdict.to_dict(), "blocked": blocked}, ensure_ascii=False))
+    else:
+        cats = ", ".join(c.value for c in verdict.categories) or "None"
+        line = f"{verdict.role.value}: {verdict.level.value} (categories: {cats})"
+        if verdict.refusal is not None:
+            line += f", refusal: {'yes' if verdict.refusal else 'no'}"
+        print(f"{line} -> {'BLOCKED' if blocked else 'allowed'} [{verdict.latency_ms or 0:.0f} ms]")
+    return 1 if blocked else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``qwen3guard``."""
     parser = argparse.ArgumentParser(prog="qwen3guard", description="Qwen3Guard safety checks.")
@@ -26,6 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         "--stream-model", help="Stream checkpoint (path or Hub id); default: tiny test model"
     )
     demo.set_defaults(func=_demo)
+    check = sub.add_parser(
+        "check",
+        help="check one prompt (or a response) with a Gen model",
+        description="Exit code: 0 allowed, 1 blocked, 2 error.",
+    )
+    check.add_argument("prompt", help="the prompt text, or - to read it from stdin")
+    check.add_argument(
+        "--model", default="Qwen/Qwen3Guard-Gen-0.6B", help="Gen checkpoint: Hub id or local path"
+    )
+    check.add_argument("--response", help="check this response to the prompt instead")
+    check.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    check.add_argument("--full", action="store_true", help="decode the whole answer (no fast mode)")
+    check.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    check.add_argument("--offline", action="store_true", help="never download the model")
+    check.set_defaults(func=_check)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -11,6 +11,7 @@ __all__ = [
     "BackendError",
     "InvalidInputError",
     "MissingDependencyError",
+    "ModelLoadError",
     "Qwen3GuardError",
     "UnsafeContentError",
     "VerdictParseError",
@@ -95,6 +96,10 @@ def _rebuild_backend_error(
     backend: str | None,
 ) -> BackendError:
     return cls(message, status=status, error=error, error_type=error_type, backend=backend)
+
+
+class ModelLoadError(Qwen3GuardError, OSError):
+    """A model or tokenizer could not be found or loaded (wrong id, offline, bad files)."""
 
 
 class MissingDependencyError(Qwen3GuardError, ImportError):

@@ -1,0 +1,269 @@
+"""Qwen3Guard-Gen on a local ``transformers`` model: batched, with a one-forward fast mode.
+
+Fast mode prefills the prompt plus the fixed answer start ``Safety:`` and reads the level from
+the logits of the next token (the three levels start with distinct sub-tokens); it decodes the
+rest of the answer (categories, refusal) only when needed: when the level is not Safe, or in
+response mode where the refusal is asked for. Full mode is plain greedy decoding. Both stop as
+soon as the verdict's lines are complete.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.deps import require
+from ..core.errors import InvalidInputError
+from ..core.labels import Level, Role
+from ..core.messages import Message
+from ..core.verdict import Verdict
+from .gen_prompt import GenPrompt, GenPromptEncoder
+from .gen_verdicts import GenAnswer, verdict_from_answers
+from .loading import dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
+
+__all__ = ["TransformersGenBackend"]
+
+_LEVELS = (Level.SAFE, Level.UNSAFE, Level.CONTROVERSIAL)
+
+
+class TransformersGenBackend:
+    """A Gen checkpoint loaded with ``transformers``; thread-safe (one forward at a time)."""
+
+    name = "transformers"
+    endpoint: str | None = None
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        max_new_tokens: int = 64,
+        max_input_tokens: int | None = None,
+        batch_size: int = 8,
+        window_overlap: int = 64,
+    ) -> None:
+        self.torch = require("torch")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        context = int(getattr(model.config, "max_position_embeddings", 32768))
+        self.encoder = GenPromptEncoder(
+            tokenizer,
+            max_input_tokens=max_input_tokens or context - max_new_tokens - 8,
+            window_overlap=window_overlap,
+        )
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
+        self.eos_ids = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+        self._label_ids = [self.encoder.level_first_token[lv] for lv in _LEVELS]
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        revision: str | None = None,
+        local_files_only: bool | None = None,
+        **kwargs: Any,
+    ) -> TransformersGenBackend:
+        """Load a Gen checkpoint (Hub id or local folder); device/dtype chosen automatically."""
+        transformers = require("transformers")
+        dev = resolve_device(device)
+        opts: dict[str, Any] = {"revision": revision}
+        if local_files_only is not None:
+            opts["local_files_only"] = local_files_only
+        tokenizer = load_or_explain(transformers.AutoTokenizer, model_id, "tokenizer of", **opts)
+        model = load_or_explain(
+            transformers.AutoModelForCausalLM,
+            model_id,
+            "Gen model",
+            **{dtype_kwarg(): resolve_dtype(dtype, dev)},
+            **opts,
+        )
+        return cls(model.to(dev), tokenizer, model_id=str(model_id), **kwargs)
+
+    # --- the protocol ------------------------------------------------------------------------
+
+    def encode(self, messages: Sequence[Message]) -> GenPrompt:
+        """Encode a checked conversation (windows, mode)."""
+        return self.encoder.encode(messages)
+
+    def check_batch(
+        self, conversations: Sequence[Sequence[Message]], *, fast: bool = True
+    ) -> list[Verdict | Exception]:
+        """One verdict (or the error for that item) per conversation, in order."""
+        start = time.perf_counter()
+        prompts: list[GenPrompt | Exception] = []
+        for convo in conversations:
+            try:
+                prompts.append(self.encode(convo))
+            except InvalidInputError as exc:
+                prompts.append(exc)
+        flat = [
+            (i, w) for i, p in enumerate(prompts) if isinstance(p, GenPrompt) for w in p.windows
+        ]
+        roles = [prompts[i].role for i, _ in flat]  # type: ignore[union-attr]
+        answers = self.generate_answers([w for _, w in flat], roles, fast=fast)
+        per_item: dict[int, list[GenAnswer]] = {}
+        for (i, _), ans in zip(flat, answers):
+            per_item.setdefault(i, []).append(ans)
+        latency = (time.perf_counter() - start) * 1000
+        out: list[Verdict | Exception] = []
+        for i, p in enumerate(prompts):
+            if isinstance(p, Exception):
+                out.append(p)
+                continue
+            try:
+                out.append(
+                    verdict_from_answers(
+                        per_item[i],
+                        role=p.role,
+                        model=self.model_id,
+                        backend=self.name,
+                        latency_ms=latency,
+                    )
+                )
+            except Exception as exc:  # a parse failure belongs to its item alone
+                out.append(exc)
+        return out
+
+    # --- inference ---------------------------------------------------------------------------
+
+    def generate_answers(
+        self, windows: Sequence[Sequence[int]], roles: Sequence[Role], *, fast: bool
+    ) -> list[GenAnswer]:
+        """The answer text (and level scores) for each encoded window, in batches."""
+        out: list[GenAnswer] = []
+        with self._lock, self.torch.inference_mode():
+            for lo in range(0, len(windows), self.batch_size):
+                chunk = [list(w) for w in windows[lo : lo + self.batch_size]]
+                chunk_roles = list(roles[lo : lo + self.batch_size])
+                out += self._fast(chunk, chunk_roles) if fast else self._full(chunk, chunk_roles)
+        return out
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[Any, Any]:
+        torch = self.torch
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _scores(self, logits: Any) -> list[dict[Level, float]]:
+        probs = logits.float().softmax(-1)[:, self._label_ids]
+        probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
+        return [{lv: float(p[k]) for k, lv in enumerate(_LEVELS)} for p in probs.cpu()]
+
+    def _fast(self, rows: list[list[int]], roles: list[Role]) -> list[GenAnswer]:
+        prefix = list(self.encoder.safety_prefix)
+        seqs = [r + prefix for r in rows]
+        ids, mask = self._left_pad(seqs)
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        logits = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1
+        ).logits[:, -1]
+        scores = self._scores(logits)
+        levels = [max(s, key=s.__getitem__) for s in scores]
+        # a Safe prompt needs nothing more: its answer is "Safety: Safe" (categories: none)
+        texts = [f"Safety: {lv.value}" for lv in levels]
+        more = [
+            i for i, lv in enumerate(levels) if lv is not Level.SAFE or roles[i] is Role.RESPONSE
+        ]
+        if more:
+            heads = [
+                "Safety:" + self.tokenizer.decode([self.encoder.level_first_token[levels[i]]])
+                for i in more
+            ]
+            cont = self._greedy(
+                [seqs[i] + [self.encoder.level_first_token[levels[i]]] for i in more],
+                [roles[i] for i in more],
+                prefix_texts=heads,
+            )
+            for i, head, (text, _) in zip(more, heads, cont):
+                texts[i] = head + text
+        return [GenAnswer(t, s) for t, s in zip(texts, scores)]
+
+    def _full(self, rows: list[list[int]], roles: list[Role]) -> list[GenAnswer]:
+        results = self._greedy(rows, roles, prefix_texts=["" for _ in rows], want_scores=True)
+        return [GenAnswer(text, scores) for text, scores in results]
+
+    def _greedy(
+        self,
+        rows: list[list[int]],
+        roles: list[Role],
+        *,
+        prefix_texts: list[str],
+        want_scores: bool = False,
+    ) -> list[tuple[str, dict[Level, float] | None]]:
+        transformers = require("transformers")
+        ids, mask = self._left_pad(rows)
+        width = ids.shape[1]
+        stop = _LinesComplete(self.tokenizer, width, roles, prefix_texts)
+        gen = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids,
+            stopping_criteria=transformers.StoppingCriteriaList([stop]),
+            return_dict_in_generate=True,
+            output_scores=want_scores,
+        )
+        out: list[tuple[str, dict[Level, float] | None]] = []
+        for b in range(len(rows)):
+            new = [int(t) for t in gen.sequences[b, width:]]
+            cut = next((k for k, t in enumerate(new) if t in self.eos_ids), len(new))
+            new = new[:cut]
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            scores = None
+            if want_scores:
+                step = self._level_step(new)
+                if step is not None and step < len(gen.scores):
+                    scores = self._scores(gen.scores[step][b : b + 1])[0]
+            out.append((text, scores))
+        return out
+
+    def _level_step(self, new: list[int]) -> int | None:
+        """The generation step whose token is the level (the one after ``Safety:``)."""
+        for k in range(1, len(new) + 1):
+            if self.tokenizer.decode(new[:k]).rstrip().endswith("Safety:"):
+                return k
+        return None
+
+
+class _LinesComplete:
+    """Stops generation per row once the verdict's last needed line is complete."""
+
+    def __init__(self, tokenizer: Any, start: int, roles: list[Role], prefixes: list[str]) -> None:
+        self.tokenizer = tokenizer
+        self.start = start
+        self.last_field = ["refusal:" if r is Role.RESPONSE else "categories:" for r in roles]
+        self.prefixes = prefixes
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        torch = require("torch")
+        done = []
+        for b in range(input_ids.shape[0]):
+            text = (self.prefixes[b] + self.tokenizer.decode(input_ids[b, self.start :])).lower()
+            at = text.rfind(self.last_field[b])
+            tail = text[at + len(self.last_field[b]) :] if at >= 0 else ""
+            finished = at >= 0 and ("\n" in tail or tail.strip() in ("yes", "no"))
+            done.append(finished)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
