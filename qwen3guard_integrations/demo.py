@@ -1,16 +1,13 @@
 """``qwen3guard demo``: the guard models over a few built-in prompts, responses and a stream.
 
-Until the guard objects land this drives the checkpoints directly through ``transformers``: the
-Gen model writes its verdict (parsed by the core parser), the Stream model scores a streamed
-answer token by token and the demo shows where the stream would be cut.
+The Gen guard checks prompts and responses; until the Stream guard lands, the Stream model is
+driven directly: it scores a streamed answer token by token and the demo shows where the stream
+would be cut.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-from .core import Level, Role, Verdict, parse_gen_output, require
+from .core import Level, Verdict, require
 from .core.labels import STREAM_RESPONSE_CATEGORY_ORDER, STREAM_RISK_LEVEL_ORDER
 
 __all__ = ["run_demo"]
@@ -29,28 +26,6 @@ RESPONSES = (
 STREAMED = "Here is the plan. First we gather the parts, then we build the bomb and hide it."
 
 
-def _gen_verdict(model: Any, tok: Any, messages: list[dict[str, str]], name: str) -> Verdict:
-    torch = require("torch")
-    start = time.perf_counter()
-    enc = tok.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=64, do_sample=False)
-    text = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    parsed = parse_gen_output(text)
-    return Verdict(
-        level=parsed.level,
-        categories=parsed.categories,
-        refusal=parsed.refusal,
-        role=Role.RESPONSE if messages[-1]["role"] == "assistant" else Role.PROMPT,
-        model=name,
-        backend="transformers",
-        latency_ms=(time.perf_counter() - start) * 1000,
-        raw=text,
-    )
-
-
 def _row(kind: str, text: str, v: Verdict) -> str:
     cats = ", ".join(c.value for c in v.categories) or "-"
     refusal = "" if v.refusal is None else ("refusal" if v.refusal else "no refusal")
@@ -59,7 +34,7 @@ def _row(kind: str, text: str, v: Verdict) -> str:
 
 def run_demo(gen_model: str | None = None, stream_model: str | None = None) -> int:
     """Run the demo and print a table; returns the exit code."""
-    transformers = require("transformers")
+    require("transformers")
     if gen_model is None or stream_model is None:
         from .testing.build import build_tiny_checkpoints
 
@@ -67,15 +42,14 @@ def run_demo(gen_model: str | None = None, stream_model: str | None = None) -> i
         tiny = build_tiny_checkpoints(log=print)
         gen_model = gen_model or str(tiny.gen)
         stream_model = stream_model or str(tiny.stream)
-    tok = transformers.AutoTokenizer.from_pretrained(gen_model)
-    model = transformers.AutoModelForCausalLM.from_pretrained(gen_model).eval()
-    print(f"\n{'kind':<9} {'level':<13} {'categories':<26} {'refusal':<10} {'ms':>7}  text")
-    for prompt in PROMPTS:
-        v = _gen_verdict(model, tok, [{"role": "user", "content": prompt}], gen_model)
-        print(_row("prompt", prompt, v))
-    for prompt, answer in RESPONSES:
-        convo = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-        print(_row("response", answer, _gen_verdict(model, tok, convo, gen_model)))
+    from .guard import Qwen3Guard
+
+    with Qwen3Guard.from_pretrained(gen_model) as guard:
+        print(f"\n{'kind':<9} {'level':<13} {'categories':<26} {'refusal':<10} {'ms':>7}  text")
+        for prompt in PROMPTS:
+            print(_row("prompt", prompt, guard.check_prompt(prompt)))
+        for prompt, answer in RESPONSES:
+            print(_row("response", answer, guard.check_response(prompt, answer)))
     _stream_demo(stream_model)
     return 0
 
