@@ -4,9 +4,12 @@
 adapters are imported on first use and name the extra to install when it is missing.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .core import (
     BackendError,
     Category,
+    CheckpointError,
     InvalidInputError,
     Level,
     Message,
@@ -14,24 +17,43 @@ from .core import (
     Policy,
     Qwen3GuardError,
     Role,
+    SessionClosedError,
     UnsafeContentError,
     Verdict,
     VerdictParseError,
     parse_gen_output,
 )
 
+if TYPE_CHECKING:
+    from .stream_guard import Qwen3StreamGuard
+
 __version__ = "0.1.0"
+
+#: Names served lazily (they need torch/transformers): name -> module.
+_LAZY = {"Qwen3StreamGuard": ".stream_guard"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BackendError",
     "Category",
+    "CheckpointError",
     "InvalidInputError",
     "Level",
     "Message",
     "MissingDependencyError",
     "Policy",
     "Qwen3GuardError",
+    "Qwen3StreamGuard",
     "Role",
+    "SessionClosedError",
     "UnsafeContentError",
     "Verdict",
     "VerdictParseError",

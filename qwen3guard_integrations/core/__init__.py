@@ -6,9 +6,11 @@ Imports only pydantic and the standard library.
 from .deps import require
 from .errors import (
     BackendError,
+    CheckpointError,
     InvalidInputError,
     MissingDependencyError,
     Qwen3GuardError,
+    SessionClosedError,
     UnsafeContentError,
     VerdictParseError,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "STREAM_RISK_LEVEL_ORDER",
     "BackendError",
     "Category",
+    "CheckpointError",
     "InvalidInputError",
     "Level",
     "Message",
@@ -55,6 +58,7 @@ __all__ = [
     "Policy",
     "Qwen3GuardError",
     "Role",
+    "SessionClosedError",
     "UnsafeContentError",
     "Verdict",
     "VerdictParseError",

@@ -9,9 +9,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendError",
+    "CheckpointError",
     "InvalidInputError",
     "MissingDependencyError",
     "Qwen3GuardError",
+    "SessionClosedError",
     "UnsafeContentError",
     "VerdictParseError",
 ]
@@ -37,6 +39,10 @@ class UnsafeContentError(Qwen3GuardError):
 
 class InvalidInputError(Qwen3GuardError, ValueError):
     """The input cannot be checked as given (empty, wrong type, bad roles, invalid text)."""
+
+
+class SessionClosedError(InvalidInputError):
+    """A stream session (or compatibility stream state) was used after it was closed."""
 
 
 class VerdictParseError(Qwen3GuardError, ValueError):
@@ -95,6 +101,25 @@ def _rebuild_backend_error(
     backend: str | None,
 ) -> BackendError:
     return cls(message, status=status, error=error, error_type=error_type, backend=backend)
+
+
+class CheckpointError(Qwen3GuardError):
+    """A model checkpoint cannot be found or does not match the expected format.
+
+    Raised for a missing model id or path, missing or unexpected weight names, wrong shapes and
+    unreadable configs. ``path`` is the checkpoint location where there is one.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_checkpoint_error, (str(self), self.path))
+
+
+def _rebuild_checkpoint_error(message: str, path: str | None) -> CheckpointError:
+    return CheckpointError(message, path=path)
 
 
 class MissingDependencyError(Qwen3GuardError, ImportError):
