@@ -6,7 +6,9 @@ the unstable tail back and emits only ids that can no longer change:
 
 * the last ``holdback`` pre-tokens ("words" of the tokenizer's pre-tokenizer) are held back,
   because the pre-tokenizer may merge them with text still to come;
-* a tail that could still become an added token (``"</thi"`` -> ``"</think>"``) is held back;
+* a tail that could still become an added token (``"</thi"`` -> ``"</think>"``) is held back,
+  with the last pre-tokens before it (an added token ends a segment, which changes how the
+  whitespace just before it is split);
 * a cut is only taken when tokenizing both sides separately gives the same ids as tokenizing
   the whole pending text.
 
@@ -120,19 +122,20 @@ class Retokenizer:
     def _cut(self) -> int:
         """Where the stable prefix of the pending text ends (0: nothing is stable yet)."""
         text = self._pending
-        enc = self._tok.encode(text, add_special_tokens=False)
-        words = [w for w in enc.word_ids if w is not None]
-        distinct = sorted(set(words))
+        # an added token still being completed ends a segment, which changes how the text just
+        # before it pre-tokenizes: hold back the last words before its possible start too
+        end = self._added_prefix_start(text)
+        enc = self._tok.encode(text[:end], add_special_tokens=False)
+        distinct = sorted({w for w in enc.word_ids if w is not None})
         if len(distinct) <= self._holdback:
             return 0
         first_kept = distinct[-self._holdback]
         i = next(k for k, w in enumerate(enc.word_ids) if w == first_kept)
         cut = int(enc.offsets[i][0])
-        cut = min(cut, self._added_prefix_start(text))
         if cut <= 0:
             return 0
         # take the cut only where tokenizing the two sides apart changes nothing
-        if self.encode(text[:cut]) + self.encode(text[cut:]) != list(enc.ids):
+        if self.encode(text[:cut]) + self.encode(text[cut:]) != self.encode(text):
             return 0
         return cut
 

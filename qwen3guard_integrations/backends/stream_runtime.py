@@ -3,7 +3,7 @@
 :class:`StreamRunner` runs only *new* token ids through the backbone, reusing a per-session KV
 cache (O(1) model work per token), and turns head logits into :class:`TokenResult` rows. It holds
 no per-session state and is safe to call from several threads at once (each call runs under
-``torch.no_grad()`` and touches only the cache it is given).
+``torch.inference_mode()``, a stricter ``no_grad``, and touches only the cache it is given).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class StreamRunner:
         """Run ``ids`` after what ``cache`` holds; return the four logits tensors ``[T, n]``
         (float32, on the CPU) and extend ``cache`` in place."""
         torch = self._torch
-        with torch.no_grad():
+        with torch.inference_mode():
             x = torch.tensor([ids], dtype=torch.long, device=self.loaded.device)
             out = self.model.model(input_ids=x, use_cache=True, **{self._kw: cache})
             heads = self.model.heads(out.last_hidden_state[0])
