@@ -4,9 +4,12 @@
 adapters are imported on first use and name the extra to install when it is missing.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .core import (
     BackendError,
     Category,
+    CheckpointError,
     InvalidInputError,
     Level,
     Message,
@@ -15,30 +18,36 @@ from .core import (
     Policy,
     Qwen3GuardError,
     Role,
+    SessionClosedError,
     UnsafeContentError,
     Verdict,
     VerdictParseError,
     parse_gen_output,
 )
 
+if TYPE_CHECKING:
+    from .guard import Qwen3Guard
+    from .stream_guard import Qwen3StreamGuard
+
 __version__ = "0.1.0"
 
-_LAZY = {"Qwen3Guard": ("guard", "Qwen3Guard")}
+#: Names served lazily (they need torch/transformers): name -> module.
+_LAZY = {"Qwen3Guard": ".guard", "Qwen3StreamGuard": ".stream_guard"}
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     # the guard objects import lazily: ``import qwen3guard_integrations`` needs only pydantic
     if name in _LAZY:
         import importlib
 
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(f".{module}", __name__), attr)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "BackendError",
     "Category",
+    "CheckpointError",
     "InvalidInputError",
     "Level",
     "Message",
@@ -47,7 +56,9 @@ __all__ = [
     "Policy",
     "Qwen3Guard",
     "Qwen3GuardError",
+    "Qwen3StreamGuard",
     "Role",
+    "SessionClosedError",
     "UnsafeContentError",
     "Verdict",
     "VerdictParseError",

@@ -6,10 +6,12 @@ Imports only pydantic and the standard library.
 from .deps import require
 from .errors import (
     BackendError,
+    CheckpointError,
     InvalidInputError,
     MissingDependencyError,
     ModelLoadError,
     Qwen3GuardError,
+    SessionClosedError,
     UnsafeContentError,
     VerdictParseError,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "STREAM_RISK_LEVEL_ORDER",
     "BackendError",
     "Category",
+    "CheckpointError",
     "InvalidInputError",
     "Level",
     "Message",
@@ -57,6 +60,7 @@ __all__ = [
     "Policy",
     "Qwen3GuardError",
     "Role",
+    "SessionClosedError",
     "UnsafeContentError",
     "Verdict",
     "VerdictParseError",

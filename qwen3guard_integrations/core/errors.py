@@ -9,10 +9,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendError",
+    "CheckpointError",
     "InvalidInputError",
     "MissingDependencyError",
     "ModelLoadError",
     "Qwen3GuardError",
+    "SessionClosedError",
     "UnsafeContentError",
     "VerdictParseError",
 ]
@@ -38,6 +40,10 @@ class UnsafeContentError(Qwen3GuardError):
 
 class InvalidInputError(Qwen3GuardError, ValueError):
     """The input cannot be checked as given (empty, wrong type, bad roles, invalid text)."""
+
+
+class SessionClosedError(InvalidInputError):
+    """A stream session (or compatibility stream state) was used after it was closed."""
 
 
 class VerdictParseError(Qwen3GuardError, ValueError):
@@ -100,6 +106,25 @@ def _rebuild_backend_error(
 
 class ModelLoadError(Qwen3GuardError, OSError):
     """A model or tokenizer could not be found or loaded (wrong id, offline, bad files)."""
+
+
+class CheckpointError(ModelLoadError):
+    """A model checkpoint cannot be found or does not match the expected format.
+
+    Raised for a missing model id or path, missing or unexpected weight names, wrong shapes and
+    unreadable configs. ``path`` is the checkpoint location where there is one.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_checkpoint_error, (str(self), self.path))
+
+
+def _rebuild_checkpoint_error(message: str, path: str | None) -> CheckpointError:
+    return CheckpointError(message, path=path)
 
 
 class MissingDependencyError(Qwen3GuardError, ImportError):

@@ -1,0 +1,134 @@
+"""The cached forward of the Stream model, and the per-token results it produces.
+
+:class:`StreamRunner` runs only *new* token ids through the backbone, reusing a per-session KV
+cache (O(1) model work per token), and turns head logits into :class:`TokenResult` rows. It holds
+no per-session state and is safe to call from several threads at once (each call runs under
+``torch.inference_mode()``, a stricter ``no_grad``, and touches only the cache it is given).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.deps import require
+from ..core.errors import InvalidInputError
+from ..core.labels import Category, Level
+from .stream_loading import LoadedStreamModel
+
+__all__ = ["HeadRows", "StreamRunner", "TokenResult", "cache_keyword"]
+
+_CACHE_KW: str | None = None
+
+
+def cache_keyword() -> str:
+    """The keyword ``Qwen3Model.forward`` takes the KV cache under (``cache`` in transformers
+    5.24+, ``past_key_values`` before)."""
+    global _CACHE_KW
+    if _CACHE_KW is None:
+        transformers = require("transformers")
+        params = inspect.signature(transformers.Qwen3Model.forward).parameters
+        _CACHE_KW = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_KW
+
+
+@dataclass(frozen=True)
+class TokenResult:
+    """One moderated token: its id, level and category with their probabilities.
+
+    ``category`` is the arg-max category; it is only meaningful when ``level`` is not Safe.
+    ``scores`` gives the probability of each level.
+    """
+
+    token_id: int
+    level: Level
+    probability: float
+    category: Category
+    category_probability: float
+    scores: dict[Level, float]
+
+
+@dataclass(frozen=True)
+class HeadRows:
+    """Per-position results of one head path (risk and category) for a run of positions."""
+
+    levels: tuple[Level, ...]
+    level_probs: tuple[float, ...]
+    categories: tuple[Category, ...]
+    category_probs: tuple[float, ...]
+    scores: tuple[dict[Level, float], ...]
+
+
+class StreamRunner:
+    """Cached forward passes of a loaded Stream model (see module docstring)."""
+
+    def __init__(self, loaded: LoadedStreamModel) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.vocab_size = int(loaded.config.vocab_size)
+        self._torch = require("torch")
+        self._transformers = require("transformers")
+        self._kw = cache_keyword()
+
+    def new_cache(self) -> Any:
+        """An empty KV cache for one session."""
+        return self._transformers.DynamicCache(config=self.loaded.config)
+
+    def check_ids(self, ids: list[int]) -> list[int]:
+        """``ids`` as plain ints, each in the model's vocabulary; typed error otherwise."""
+        out: list[int] = []
+        for t in ids:
+            if isinstance(t, bool) or not isinstance(t, int):
+                if hasattr(t, "__index__") and not isinstance(t, bool):
+                    t = int(t.__index__())
+                else:
+                    raise InvalidInputError(f"token ids must be ints, got {type(t).__name__}")
+            if not 0 <= t < self.vocab_size:
+                raise InvalidInputError(
+                    f"token id {t} is outside the vocabulary [0, {self.vocab_size})"
+                )
+            out.append(t)
+        return out
+
+    def forward(self, ids: list[int], cache: Any) -> tuple[Any, Any, Any, Any]:
+        """Run ``ids`` after what ``cache`` holds; return the four logits tensors ``[T, n]``
+        (float32, on the CPU) and extend ``cache`` in place."""
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.tensor([ids], dtype=torch.long, device=self.loaded.device)
+            out = self.model.model(input_ids=x, use_cache=True, **{self._kw: cache})
+            heads = self.model.heads(out.last_hidden_state[0])
+        return tuple(h.float().cpu() for h in heads)  # type: ignore[return-value]
+
+    def rows(
+        self,
+        risk_logits: Any,
+        cat_logits: Any,
+        levels: tuple[Level, ...],
+        cats: tuple[Category, ...],
+    ) -> HeadRows:
+        """Softmax and arg-max of one head path's logits ``[T, n]``."""
+        torch = self._torch
+        rp = torch.softmax(risk_logits, dim=-1)
+        cp = torch.softmax(cat_logits, dim=-1)
+        r_val, r_idx = rp.max(dim=-1)
+        c_val, c_idx = cp.max(dim=-1)
+        rp_list = rp.tolist()
+        return HeadRows(
+            levels=tuple(levels[i] for i in r_idx.tolist()),
+            level_probs=tuple(r_val.tolist()),
+            categories=tuple(cats[i] for i in c_idx.tolist()),
+            category_probs=tuple(c_val.tolist()),
+            scores=tuple({lv: float(p[k]) for k, lv in enumerate(levels)} for p in rp_list),
+        )
+
+    def response_rows(self, logits: tuple[Any, Any, Any, Any]) -> HeadRows:
+        """The response head's rows of a :meth:`forward` result."""
+        lab = self.loaded.labels
+        return self.rows(logits[0], logits[1], lab.risk, lab.category)
+
+    def query_rows(self, logits: tuple[Any, Any, Any, Any]) -> HeadRows:
+        """The query (prompt) head's rows of a :meth:`forward` result."""
+        lab = self.loaded.labels
+        return self.rows(logits[2], logits[3], lab.query_risk, lab.query_category)

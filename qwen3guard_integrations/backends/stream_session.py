@@ -1,0 +1,326 @@
+"""A moderation session over one conversation: prompt verdict, then token-by-token response checks.
+
+A :class:`StreamSession` renders the conversation with the Stream tokenizer's chat template, runs it
+once (the prompt verdict is the query head at the ``<|im_end|>`` closing the last user turn) and
+keeps the KV cache. Each :meth:`StreamSession.feed` runs only the new response tokens. Sessions are
+independent; each has its own lock. :class:`AsyncStreamSession` is the async twin: every model call
+runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.errors import InvalidInputError, SessionClosedError
+from ..core.labels import Level, Role
+from ..core.messages import MessagesInput, prompt_messages
+from ..core.policy import Policy
+from ..core.verdict import Verdict
+from .retokenizer import Retokenizer
+from .stream_decision import Debouncer, ThinkFilter, ThinkMode
+from .stream_runtime import StreamRunner, TokenResult
+
+__all__ = ["AsyncStreamSession", "StreamSession", "StreamUpdate"]
+
+BACKEND_NAME = "transformers-stream"
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """What one :meth:`StreamSession.feed` found.
+
+    Attributes:
+        tokens: the newly moderated response tokens (scaffolding and skipped think content are
+            not moderated, so not listed).
+        start_index: index of ``tokens[0]`` among all moderated response tokens.
+        decision: the debounced decision so far (never decreases).
+        verdict: the response verdict of the most severe trip so far, with ``token_index`` and
+            ``text_until``; None while the decision is Safe.
+        blocked: whether the session's policy blocks ``verdict``.
+        tripped: True when this update made the decision more severe.
+    """
+
+    tokens: tuple[TokenResult, ...]
+    start_index: int
+    decision: Level
+    verdict: Verdict | None
+    blocked: bool
+    tripped: bool
+
+    @property
+    def levels(self) -> tuple[Level, ...]:
+        """The per-token levels of :attr:`tokens`."""
+        return tuple(t.level for t in self.tokens)
+
+
+class StreamSession:
+    """See the module docstring. Create it with ``Qwen3StreamGuard.session(messages)``."""
+
+    def __init__(
+        self,
+        runner: StreamRunner,
+        tokenizer: Any,
+        messages: MessagesInput,
+        *,
+        policy: Policy | None = None,
+        debounce: int = 2,
+        think: ThinkMode = "moderate",
+        retokenizer_backend: Any = None,
+        model_name: str | None = None,
+    ) -> None:
+        msgs = prompt_messages(messages)
+        self._runner = runner
+        self._tok = tokenizer
+        self.policy = policy or Policy()
+        self.model_name = model_name
+        self._lock = threading.Lock()
+        self._debounce = Debouncer(debounce)
+        self._filter = _think_filter(tokenizer, think)
+        self._retok = Retokenizer(retokenizer_backend or tokenizer)
+        self._ids_seen: list[int] = []  # every response id received, fed or not
+        self._counted_at: list[int] = []  # for each moderated token: its index in _ids_seen
+        self._verdict: Verdict | None = None
+        self._closed = False
+        started = time.perf_counter()
+        text = tokenizer.apply_chat_template(
+            [m.as_dict() for m in msgs],
+            tokenize=False,
+            add_generation_prompt=True,
+            enable_thinking=False,
+        )
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        ends = [i for i, t in enumerate(ids) if t == im_end]
+        if not ends:
+            raise InvalidInputError("the chat template produced no <|im_end|> after the user turn")
+        at = ends[-1]
+        self.prompt_ids: tuple[int, ...] = tuple(ids)
+        self._cache: Any = runner.new_cache()
+        rows = runner.query_rows(runner.forward(ids, self._cache))
+        level = rows.levels[at]
+        self.prompt_verdict = Verdict(
+            level=level,
+            categories=() if level is Level.SAFE else (rows.categories[at],),
+            role=Role.PROMPT,
+            scores=rows.scores[at],
+            model=model_name,
+            backend=BACKEND_NAME,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    @property
+    def cache(self) -> Any:
+        """The session's KV cache (None once closed)."""
+        return self._cache
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many positions the KV cache holds (0 once closed)."""
+        return 0 if self._cache is None else int(self._cache.get_seq_length())
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """The response verdict of the most severe trip so far (None while Safe)."""
+        return self._verdict
+
+    @property
+    def decision(self) -> Level:
+        """The debounced decision so far."""
+        return self._debounce.decision
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the policy blocks the response so far."""
+        return self._verdict is not None and self.policy.blocks(self._verdict)
+
+    @property
+    def response_ids(self) -> tuple[int, ...]:
+        """Every response token id received so far (fed, scaffolding or skipped)."""
+        return tuple(self._ids_seen)
+
+    # -- feeding -----------------------------------------------------------------------------
+    def feed(self, piece: str | int | Sequence[int]) -> StreamUpdate:
+        """Moderate the next piece of the response: a text piece, a token id or a list of ids.
+
+        Text pieces are re-tokenized into Qwen3 ids; ids whose text may still change are held
+        back until more text arrives or :meth:`finish` is called. Ids must be Qwen3 ids of the
+        Stream tokenizer (the fast path when the LLM shares it) and cannot be mixed with held-back
+        text.
+        """
+        with self._lock:
+            self._check_open()
+            if isinstance(piece, str):
+                ids = self._retok.push(piece)
+            else:
+                if isinstance(piece, (bytes, bytearray)):
+                    raise InvalidInputError("pieces must be str or token ids, not bytes")
+                if isinstance(piece, int) and not isinstance(piece, bool):
+                    piece = [piece]
+                if not isinstance(piece, Sequence):
+                    raise InvalidInputError(
+                        f"pieces must be str, an int or a list of ints, not {type(piece).__name__}"
+                    )
+                ids = self._runner.check_ids(list(piece))  # type: ignore[arg-type]
+                if self._retok.pending_text:
+                    raise InvalidInputError(
+                        "token ids fed while re-tokenized text is held back: call finish() first"
+                    )
+            return self._run(ids)
+
+    def finish(self) -> StreamUpdate:
+        """Flush the text held back by the re-tokenizer and moderate it."""
+        with self._lock:
+            self._check_open()
+            return self._run(self._retok.finish())
+
+    def close(self) -> None:
+        """Free the KV cache. Feeding afterwards raises :class:`SessionClosedError`."""
+        with self._lock:
+            self._closed = True
+            self._cache = None
+
+    def __enter__(self) -> StreamSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosedError("this stream session is closed")
+
+    def _run(self, ids: list[int]) -> StreamUpdate:
+        start = len(self._counted_at)
+        to_feed: list[int] = []
+        count_pos: list[int] = []  # for each counted token: its position in to_feed
+        for t in ids:
+            plan = self._filter.plan(t)
+            self._ids_seen.append(t)
+            if plan.feed:
+                to_feed.append(t)
+                if plan.count:
+                    count_pos.append(len(to_feed) - 1)
+                    self._counted_at.append(len(self._ids_seen) - 1)
+        tokens: list[TokenResult] = []
+        tripped = False
+        if to_feed:
+            rows = self._runner.response_rows(self._runner.forward(to_feed, self._cache))
+            for k, p in enumerate(count_pos):
+                tok = TokenResult(
+                    token_id=to_feed[p],
+                    level=rows.levels[p],
+                    probability=rows.level_probs[p],
+                    category=rows.categories[p],
+                    category_probability=rows.category_probs[p],
+                    scores=rows.scores[p],
+                )
+                tokens.append(tok)
+                if self._debounce.push(tok.level):
+                    tripped = True
+                    self._verdict = self._trip_verdict(start + k, tok)
+        return StreamUpdate(
+            tokens=tuple(tokens),
+            start_index=start,
+            decision=self._debounce.decision,
+            verdict=self._verdict,
+            blocked=self.blocked,
+            tripped=tripped,
+        )
+
+    def _trip_verdict(self, index: int, tok: TokenResult) -> Verdict:
+        upto = self._counted_at[index] + 1
+        text = self._tok.decode(self._ids_seen[:upto], skip_special_tokens=False)
+        return Verdict(
+            level=tok.level,
+            categories=(tok.category,),
+            role=Role.RESPONSE,
+            scores=tok.scores,
+            token_index=index,
+            text_until=text,
+            model=self.model_name,
+            backend=BACKEND_NAME,
+        )
+
+
+def _think_filter(tokenizer: Any, mode: ThinkMode) -> ThinkFilter:
+    unk = getattr(tokenizer, "unk_token_id", None)
+
+    def tid(token: str) -> int | None:
+        got = tokenizer.convert_tokens_to_ids(token)
+        return None if got is None or got == unk else int(got)
+
+    control = [
+        i
+        for i in (tid(t) for t in ("<|im_start|>", "<|im_end|>", "<|endoftext|>"))
+        if i is not None
+    ]
+
+    def is_blank(token_id: int) -> bool:
+        return not tokenizer.decode([token_id]).strip()
+
+    return ThinkFilter(tid("<think>"), tid("</think>"), control, is_blank, mode)
+
+
+class AsyncStreamSession:
+    """Async twin of :class:`StreamSession`: ``async with guard.asession(messages) as s``.
+
+    Every model call (the prompt pass on entry, :meth:`afeed`, :meth:`afinish`) runs in a worker
+    thread, so the event loop never blocks on the model.
+    """
+
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+        self._session: StreamSession | None = None
+
+    async def start(self) -> AsyncStreamSession:
+        """Render and run the prompt (in a worker thread). Idempotent."""
+        if self._session is None:
+            self._session = await asyncio.to_thread(self._factory)
+        return self
+
+    @property
+    def session(self) -> StreamSession:
+        """The underlying sync session (after :meth:`start`)."""
+        if self._session is None:
+            raise SessionClosedError("the async session has not been started: use 'async with'")
+        return self._session
+
+    @property
+    def prompt_verdict(self) -> Verdict:
+        """The prompt verdict (after :meth:`start`)."""
+        return self.session.prompt_verdict
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """The response verdict of the most severe trip so far."""
+        return self.session.verdict
+
+    async def afeed(self, piece: str | int | Sequence[int]) -> StreamUpdate:
+        """:meth:`StreamSession.feed` in a worker thread."""
+        return await asyncio.to_thread(self.session.feed, piece)
+
+    async def afinish(self) -> StreamUpdate:
+        """:meth:`StreamSession.finish` in a worker thread."""
+        return await asyncio.to_thread(self.session.finish)
+
+    async def aclose(self) -> None:
+        """Free the KV cache."""
+        if self._session is not None:
+            await asyncio.to_thread(self._session.close)
+
+    async def __aenter__(self) -> AsyncStreamSession:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
