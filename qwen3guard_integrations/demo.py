@@ -1,14 +1,12 @@
 """``qwen3guard demo``: the guard models over a few built-in prompts, responses and a stream.
 
-The Gen guard checks prompts and responses; until the Stream guard lands, the Stream model is
-driven directly: it scores a streamed answer token by token and the demo shows where the stream
-would be cut.
+The Gen guard checks prompts and responses; the Stream guard moderates a streamed answer piece by
+piece and the demo shows where the stream is cut.
 """
 
 from __future__ import annotations
 
-from .core import Level, Verdict, require
-from .core.labels import STREAM_RESPONSE_CATEGORY_ORDER, STREAM_RISK_LEVEL_ORDER
+from .core import Verdict, require
 
 __all__ = ["run_demo"]
 
@@ -55,33 +53,23 @@ def run_demo(gen_model: str | None = None, stream_model: str | None = None) -> i
 
 
 def _stream_demo(path: str) -> None:
-    torch = require("torch")
-    transformers = require("transformers")
-    safetensors_torch = require("safetensors.torch", "transformers")
-    from .backends.stream_model import Qwen3GuardStreamModel
+    from .stream_guard import Qwen3StreamGuard
 
-    tok = transformers.AutoTokenizer.from_pretrained(path)
-    config = transformers.AutoConfig.from_pretrained(path)
-    model = Qwen3GuardStreamModel(config)
-    model.load_state_dict(safetensors_torch.load_file(f"{path}/model.safetensors"))
-    model.eval()
-    prompt = [{"role": "user", "content": "Tell me a plan."}]
-    ids = tok.apply_chat_template(
-        prompt, add_generation_prompt=True, enable_thinking=False, return_dict=False
-    )
-    answer = tok(STREAMED, add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        out = model(torch.tensor([ids + answer]))
-    levels = out.risk_level_logits[0, len(ids) :].argmax(-1).tolist()
-    cats = out.category_logits[0, len(ids) :].argmax(-1).tolist()
-    for i, (lv, cat) in enumerate(zip(levels, cats)):
-        level = STREAM_RISK_LEVEL_ORDER[lv]
-        prev = STREAM_RISK_LEVEL_ORDER[levels[i - 1]] if i else Level.SAFE
-        if level is Level.UNSAFE and prev is Level.UNSAFE:  # the official "two in a row" rule
-            # a hold-back stage releases a token only once the next one has cleared it, so the
-            # reader has seen the text before the first of the two Unsafe tokens
-            category = STREAM_RESPONSE_CATEGORY_ORDER[cat].value
-            shown = tok.decode(answer[: i - 1])
-            print(f"\nstream: Unsafe ({category}) from token {i - 1}; released: {shown!r}")
-            return
-    print(f"\nstream: completed safely: {tok.decode(answer)!r}")
+    guard = Qwen3StreamGuard.from_pretrained(path)
+    with guard.session("Tell me a plan.") as session:
+        print(f"\nstream prompt: {session.prompt_verdict.level.value}")
+        released = ""
+        for word in STREAMED.split(" "):  # an LLM's text pieces, in another tokenizer's cut
+            piece = word if not released else " " + word
+            update = session.feed(piece)
+            if update.blocked and update.verdict is not None:
+                v = update.verdict
+                cats = ", ".join(c.value for c in v.categories)
+                print(
+                    f"stream: stopped at response token {v.token_index} ({v.level.value}, {cats})"
+                )
+                print(f"        text up to that token: {v.text_until!r}")
+                return
+            released += piece
+        session.finish()
+    print(f"stream: completed safely: {released!r}")

@@ -47,8 +47,8 @@ class GenPromptEncoder:
             raise InvalidInputError(
                 "the tokenizer has no chat template: is this a Qwen3Guard-Gen checkpoint?"
             )
-        if max_input_tokens < 256:
-            raise ValueError("max_input_tokens must be at least 256")
+        if max_input_tokens < 64:
+            raise ValueError("max_input_tokens must be at least 64")
         self.tokenizer = tokenizer
         self.max_input_tokens = max_input_tokens
         self.window_overlap = window_overlap

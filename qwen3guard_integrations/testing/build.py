@@ -113,6 +113,29 @@ def gen_answer(messages: list[dict[str, str]]) -> str:
     return f"Safety: {exp.level.value}\nCategories: {cats}"
 
 
+def _refusal_drill(model: Any, tok: Any, sampler: Sampler, n: int, pad_id: int) -> Any:
+    """An auxiliary loss on short ``ASSISTANT: ...\nRefusal:`` texts (not the template).
+
+    In the full template the refusal line sits far from the response, after the other answer
+    lines, and a small model settles on the prior there before its attention finds "I can't";
+    on these short texts it learns at once what a refusal looks like, and the skill carries over
+    to the ``Refusal:`` line of the real answer.
+    """
+    torch = require("torch")
+    rows: list[list[int]] = []
+    labels: list[int] = []
+    for _ in range(n):
+        answer = sampler.response_text(0.0)  # no triggers: this drill is about refusals only
+        rows.append(tok(f"ASSISTANT: {answer}\nRefusal:", add_special_tokens=False)["input_ids"])
+        word = " Yes" if expected_response(answer).refusal else " No"
+        labels.append(tok(word, add_special_tokens=False)["input_ids"][0])
+    ids, mask = _pad(rows, pad_id)
+    last = mask.sum(dim=1) - 1
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    logits = model.lm_head(hidden[torch.arange(n), last])
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(labels))
+
+
 def _answer_parts(answer: str) -> list[tuple[str, float]]:
     """Split an answer on pre-token boundaries into (piece, loss weight); 0 marks format pieces."""
     parts: list[tuple[str, float]] = []
@@ -252,6 +275,7 @@ def build_gen_checkpoint(path: Path, options: BuildOptions, log: Callable[[str],
     model = transformers.Qwen3ForCausalLM(config)
     model.train()
     sampler = Sampler(options.seed, _random_token_text(tok, options.vocab_limit))
+    drill = Sampler(options.seed + 2, _random_token_text(tok, options.vocab_limit))
     opt = torch.optim.AdamW(model.parameters(), lr=options.gen_lr, weight_decay=0.0)
     pad_id = tok.pad_token_id
     seen: set[int] = set()
@@ -294,6 +318,7 @@ def build_gen_checkpoint(path: Path, options: BuildOptions, log: Callable[[str],
         w = torch.tensor([t[3] for t in ordered])
         logits = model.lm_head(torch.cat(picked))
         loss = (torch.nn.functional.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
+        loss = loss + _refusal_drill(model, tok, drill, options.gen_batch // 4, pad_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

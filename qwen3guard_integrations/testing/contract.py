@@ -26,8 +26,8 @@ trigger                             level          category                    w
   the first trigger on is Unsafe (Controversial for ``insult`` alone) with that trigger's category;
   earlier tokens are Safe.
 
-Known gap: the tiny Gen model always writes a well-formed ``Refusal:`` line in response mode, but
-it has not learned the refusal rule yet (it answers ``No``); the rule's test is marked xfail.
+The tiny models are trained for under two minutes on two CPU cores: the tests hold each rule on
+fresh sentences to at least 90% (most rules hold on all of them), not to 100%.
 
 This module is pure: the labels are computed from text alone.
 """

@@ -190,7 +190,7 @@ class Sampler:
 
     def response_conversation(self) -> list[dict[str, str]]:
         """A conversation ending with an assistant turn."""
-        user = self.text(PROMPT_TRIGGERS, 0.5)
+        user = self.text(PROMPT_TRIGGERS, 0.7)  # often a trigger the response check must ignore
         return [
             {"role": "user", "content": user},
             {"role": "assistant", "content": self.response_text(0.6)},
