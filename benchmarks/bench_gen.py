@@ -65,7 +65,7 @@ def main() -> None:
         from qwen3guard_integrations.testing import build_tiny_checkpoints
 
         model = str(build_tiny_checkpoints(log=print).gen)
-    fast = Qwen3Guard.from_pretrained(model, fast=True, max_wait_ms=10, max_batch=32)
+    fast = Qwen3Guard.from_pretrained(model, fast=True, max_wait_ms=10, max_batch=32, batch_size=32)
     full = Qwen3Guard.from_pretrained(model, fast=False)
     for g in (fast, full):  # warm up
         g.check_batch(SAFE[:2] + UNSAFE[:2])

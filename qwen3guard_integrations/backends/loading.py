@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ..core.deps import require
 from ..core.errors import ModelLoadError
 
-__all__ = ["dtype_kwarg", "load_or_explain", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "cache_keyword",
+    "dtype_kwarg",
+    "load_or_explain",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 
 def resolve_device(device: Any = None) -> Any:
@@ -49,3 +56,17 @@ def load_or_explain(loader: Any, model_id: str, what: str, **kwargs: Any) -> Any
             "checkpoint, or a Hub id with network access (set HF_HUB_OFFLINE=1 to use only the "
             "local cache)."
         ) from exc
+
+
+_CACHE_KW: str | None = None
+
+
+def cache_keyword() -> str:
+    """The keyword ``Qwen3Model.forward`` takes the KV cache under (``cache`` in transformers
+    5.24+, ``past_key_values`` before)."""
+    global _CACHE_KW
+    if _CACHE_KW is None:
+        transformers = require("transformers")
+        params = inspect.signature(transformers.Qwen3Model.forward).parameters
+        _CACHE_KW = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_KW

@@ -21,7 +21,7 @@ from ..core.messages import Message
 from ..core.verdict import Verdict
 from .gen_prompt import GenPrompt, GenPromptEncoder
 from .gen_verdicts import GenAnswer, verdict_from_answers
-from .loading import dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
+from .loading import cache_keyword, dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
 
 __all__ = ["TransformersGenBackend"]
 
@@ -168,12 +168,19 @@ class TransformersGenBackend:
         return [{lv: float(p[k]) for k, lv in enumerate(_LEVELS)} for p in probs.cpu()]
 
     def _fast(self, rows: list[list[int]], roles: list[Role]) -> list[GenAnswer]:
+        transformers = require("transformers")
+        torch = self.torch
         prefix = list(self.encoder.safety_prefix)
-        seqs = [r + prefix for r in rows]
-        ids, mask = self._left_pad(seqs)
+        ids, mask = self._left_pad([r + prefix for r in rows])
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        cache = transformers.DynamicCache(config=self.model.config)
         logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_keyword(): cache},
         ).logits[:, -1]
         scores = self._scores(logits)
         levels = [max(s, key=s.__getitem__) for s in scores]
@@ -183,18 +190,60 @@ class TransformersGenBackend:
             i for i, lv in enumerate(levels) if lv is not Level.SAFE or roles[i] is Role.RESPONSE
         ]
         if more:
-            heads = [
-                "Safety:" + self.tokenizer.decode([self.encoder.level_first_token[levels[i]]])
-                for i in more
-            ]
-            cont = self._greedy(
-                [seqs[i] + [self.encoder.level_first_token[levels[i]]] for i in more],
-                [roles[i] for i in more],
-                prefix_texts=heads,
+            # continue those rows from the prefill's cache: no second prefill
+            keep = torch.tensor(more, device=ids.device)
+            cache.batch_select_indices(keep)
+            first = [self.encoder.level_first_token[levels[i]] for i in more]
+            heads = ["Safety:" + self.tokenizer.decode([t]) for t in first]
+            tails = self._decode_loop(
+                cache, first, mask[keep], pos[keep, -1], [roles[i] for i in more], heads
             )
-            for i, head, (text, _) in zip(more, heads, cont):
-                texts[i] = head + text
+            for i, head, tail in zip(more, heads, tails):
+                texts[i] = head + tail
         return [GenAnswer(t, s) for t, s in zip(texts, scores)]
+
+    def _decode_loop(
+        self,
+        cache: Any,
+        first: list[int],
+        mask: Any,
+        last_pos: Any,
+        roles: list[Role],
+        heads: list[str],
+    ) -> list[str]:
+        """Greedy decoding from a filled cache, feeding ``first`` first; stops per row at EOS or
+        once the verdict's lines are complete."""
+        torch = self.torch
+        n = len(first)
+        stop = _LinesComplete(self.tokenizer, 0, roles, heads)
+        out: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
+        cur = torch.tensor(first, device=mask.device)[:, None]
+        pos = last_pos
+        for _ in range(self.max_new_tokens):
+            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=mask.device)], 1)
+            pos = pos + 1
+            logits = self.model(
+                input_ids=cur,
+                attention_mask=mask,
+                position_ids=pos[:, None],
+                use_cache=True,
+                **{cache_keyword(): cache},
+            ).logits[:, -1]
+            nxt = logits.argmax(-1)
+            for b in range(n):
+                if done[b]:
+                    continue
+                t = int(nxt[b])
+                if t in self.eos_ids:
+                    done[b] = True
+                    continue
+                out[b].append(t)
+                done[b] = stop.row_done(b, out[b])
+            if all(done):
+                break
+            cur = nxt[:, None]
+        return [self.tokenizer.decode(o, skip_special_tokens=True) for o in out]
 
     def _full(self, rows: list[list[int]], roles: list[Role]) -> list[GenAnswer]:
         results = self._greedy(rows, roles, prefix_texts=["" for _ in rows], want_scores=True)
@@ -257,13 +306,14 @@ class _LinesComplete:
         self.last_field = ["refusal:" if r is Role.RESPONSE else "categories:" for r in roles]
         self.prefixes = prefixes
 
+    def row_done(self, b: int, new_ids: Any) -> bool:
+        """Whether row ``b``, having generated ``new_ids``, has completed its last line."""
+        text = (self.prefixes[b] + self.tokenizer.decode(new_ids)).lower()
+        at = text.rfind(self.last_field[b])
+        tail = text[at + len(self.last_field[b]) :] if at >= 0 else ""
+        return at >= 0 and ("\n" in tail or tail.strip() in ("yes", "no"))
+
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         torch = require("torch")
-        done = []
-        for b in range(input_ids.shape[0]):
-            text = (self.prefixes[b] + self.tokenizer.decode(input_ids[b, self.start :])).lower()
-            at = text.rfind(self.last_field[b])
-            tail = text[at + len(self.last_field[b]) :] if at >= 0 else ""
-            finished = at >= 0 and ("\n" in tail or tail.strip() in ("yes", "no"))
-            done.append(finished)
+        done = [self.row_done(b, input_ids[b, self.start :]) for b in range(input_ids.shape[0])]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

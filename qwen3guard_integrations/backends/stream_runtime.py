@@ -8,29 +8,16 @@ no per-session state and is safe to call from several threads at once (each call
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.deps import require
 from ..core.errors import InvalidInputError
 from ..core.labels import Category, Level
+from .loading import cache_keyword
 from .stream_loading import LoadedStreamModel
 
 __all__ = ["HeadRows", "StreamRunner", "TokenResult", "cache_keyword"]
-
-_CACHE_KW: str | None = None
-
-
-def cache_keyword() -> str:
-    """The keyword ``Qwen3Model.forward`` takes the KV cache under (``cache`` in transformers
-    5.24+, ``past_key_values`` before)."""
-    global _CACHE_KW
-    if _CACHE_KW is None:
-        transformers = require("transformers")
-        params = inspect.signature(transformers.Qwen3Model.forward).parameters
-        _CACHE_KW = "cache" if "cache" in params else "past_key_values"
-    return _CACHE_KW
 
 
 @dataclass(frozen=True)
