@@ -9,6 +9,7 @@ soon as the verdict's lines are complete.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Sequence
@@ -65,6 +66,7 @@ class TransformersGenBackend:
         self.eos_ids = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
         self._label_ids = [self.encoder.level_first_token[lv] for lv in _LEVELS]
         self._lock = threading.Lock()
+        self._prefixes: dict[Role, tuple[tuple[int, ...], Any]] = {}
 
     @classmethod
     def from_pretrained(
@@ -167,13 +169,57 @@ class TransformersGenBackend:
         probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
         return [{lv: float(p[k]) for k, lv in enumerate(_LEVELS)} for p in probs.cpu()]
 
+    def _template_prefix(self, role: Role) -> tuple[tuple[int, ...], Any]:
+        """The ids every conversation of this mode starts with, and their KV cache (computed once).
+
+        The template's preamble (task, policy, categories) is the same for every check: it runs
+        through the model once, and each batch starts from a copy of its cache.
+        """
+        if role not in self._prefixes:
+            transformers = require("transformers")
+            a, b = (("a",), ("b",)) if role is Role.PROMPT else (("q", "a"), ("r", "b"))
+            x = self.encoder.encode(_conversation(*a)).windows[0]
+            y = self.encoder.encode(_conversation(*b)).windows[0]
+            n = next((k for k, (i, j) in enumerate(zip(x, y)) if i != j), min(len(x), len(y)))
+            ids = tuple(x[: max(n - 1, 0)])  # keep the last shared token in the suffix
+            cache = transformers.DynamicCache(config=self.model.config)
+            if ids:
+                self.model(
+                    input_ids=self.torch.tensor([ids], device=self.device),
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **{cache_keyword(): cache},
+                )
+            self._prefixes[role] = (ids, cache)
+        return self._prefixes[role]
+
     def _fast(self, rows: list[list[int]], roles: list[Role]) -> list[GenAnswer]:
-        transformers = require("transformers")
+        out: list[GenAnswer | None] = [None] * len(rows)
+        groups: dict[Role, list[int]] = {}
+        for i, role in enumerate(roles):
+            groups.setdefault(role, []).append(i)
+        for role, members in groups.items():
+            answers = self._fast_group([rows[i] for i in members], role)
+            for i, ans in zip(members, answers):
+                out[i] = ans
+        return [a for a in out if a is not None]
+
+    def _fast_group(self, rows: list[list[int]], role: Role) -> list[GenAnswer]:
         torch = self.torch
-        prefix = list(self.encoder.safety_prefix)
-        ids, mask = self._left_pad([r + prefix for r in rows])
-        pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        cache = transformers.DynamicCache(config=self.model.config)
+        prefix_ids, prefix_cache = self._template_prefix(role)
+        plen = len(prefix_ids)
+        if any(tuple(r[:plen]) != prefix_ids for r in rows):  # an unusual template: no sharing
+            plen, prefix_cache = 0, None
+        safety = list(self.encoder.safety_prefix)
+        ids, smask = self._left_pad([r[plen:] + safety for r in rows])
+        n = len(rows)
+        mask = torch.cat([torch.ones((n, plen), dtype=smask.dtype, device=smask.device), smask], 1)
+        pos = plen + (smask.cumsum(-1) - 1).clamp_min(0)
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(n)
+        else:
+            cache = require("transformers").DynamicCache(config=self.model.config)
         logits = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -183,12 +229,10 @@ class TransformersGenBackend:
             **{cache_keyword(): cache},
         ).logits[:, -1]
         scores = self._scores(logits)
-        levels = [max(s, key=s.__getitem__) for s in scores]
+        levels = [max(sc, key=sc.__getitem__) for sc in scores]
         # a Safe prompt needs nothing more: its answer is "Safety: Safe" (categories: none)
         texts = [f"Safety: {lv.value}" for lv in levels]
-        more = [
-            i for i, lv in enumerate(levels) if lv is not Level.SAFE or roles[i] is Role.RESPONSE
-        ]
+        more = [i for i, lv in enumerate(levels) if lv is not Level.SAFE or role is Role.RESPONSE]
         if more:
             # continue those rows from the prefill's cache: no second prefill
             keep = torch.tensor(more, device=ids.device)
@@ -196,11 +240,11 @@ class TransformersGenBackend:
             first = [self.encoder.level_first_token[levels[i]] for i in more]
             heads = ["Safety:" + self.tokenizer.decode([t]) for t in first]
             tails = self._decode_loop(
-                cache, first, mask[keep], pos[keep, -1], [roles[i] for i in more], heads
+                cache, first, mask[keep], pos[keep, -1], [role] * len(more), heads
             )
             for i, head, tail in zip(more, heads, tails):
                 texts[i] = head + tail
-        return [GenAnswer(t, s) for t, s in zip(texts, scores)]
+        return [GenAnswer(t, sc) for t, sc in zip(texts, scores)]
 
     def _decode_loop(
         self,
@@ -215,7 +259,7 @@ class TransformersGenBackend:
         once the verdict's lines are complete."""
         torch = self.torch
         n = len(first)
-        stop = _LinesComplete(self.tokenizer, 0, roles, heads)
+        last_field = ["refusal:" if r is Role.RESPONSE else "categories:" for r in roles]
         out: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
         cur = torch.tensor(first, device=mask.device)[:, None]
@@ -239,7 +283,10 @@ class TransformersGenBackend:
                     done[b] = True
                     continue
                 out[b].append(t)
-                done[b] = stop.row_done(b, out[b])
+                piece = self.tokenizer.decode([t])
+                # a line can only be complete once a newline or a Yes/No has been written
+                if "\n" in piece or piece.strip().lower() in ("yes", "no"):
+                    done[b] = _line_done(heads[b] + self.tokenizer.decode(out[b]), last_field[b])
             if all(done):
                 break
             cur = nxt[:, None]
@@ -297,6 +344,20 @@ class TransformersGenBackend:
         return None
 
 
+def _line_done(text: str, last_field: str) -> bool:
+    """Whether the answer ``text`` has completed the line of ``last_field`` (lower case)."""
+    text = text.lower()
+    at = text.rfind(last_field)
+    tail = text[at + len(last_field) :] if at >= 0 else ""
+    return at >= 0 and ("\n" in tail or tail.strip() in ("yes", "no"))
+
+
+def _conversation(*texts: str) -> list[Message]:
+    return [
+        Message(role="user" if k % 2 == 0 else "assistant", content=t) for k, t in enumerate(texts)
+    ]
+
+
 class _LinesComplete:
     """Stops generation per row once the verdict's last needed line is complete."""
 
@@ -308,10 +369,7 @@ class _LinesComplete:
 
     def row_done(self, b: int, new_ids: Any) -> bool:
         """Whether row ``b``, having generated ``new_ids``, has completed its last line."""
-        text = (self.prefixes[b] + self.tokenizer.decode(new_ids)).lower()
-        at = text.rfind(self.last_field[b])
-        tail = text[at + len(self.last_field[b]) :] if at >= 0 else ""
-        return at >= 0 and ("\n" in tail or tail.strip() in ("yes", "no"))
+        return _line_done(self.prefixes[b] + self.tokenizer.decode(new_ids), self.last_field[b])
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         torch = require("torch")
