@@ -29,6 +29,7 @@ from typing import Any
 
 from ..core.deps import require
 from ..core.errors import InvalidInputError
+from ..core.messages import check_text
 
 __all__ = ["Retokenizer", "backend_tokenizer"]
 
@@ -94,14 +95,7 @@ class Retokenizer:
 
     def push(self, piece: str) -> list[int]:
         """Add a text piece; return the ids that became stable (possibly none)."""
-        if not isinstance(piece, str):
-            raise InvalidInputError(f"a text piece must be str, not {type(piece).__name__}")
-        try:
-            piece.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidInputError(
-                f"text piece is not valid Unicode (lone surrogate at index {exc.start})"
-            ) from None
+        check_text(piece, what="a text piece", allow_empty=True)
         if not piece:
             return []
         self._pending += piece
