@@ -9,7 +9,7 @@ from typing import Any
 
 from .backends.base import GenBackend
 from .backends.batcher import MicroBatcher
-from .core.errors import BackendError, InvalidInputError, Qwen3GuardError, VerdictParseError
+from .core.errors import BackendError, InvalidInputError, Qwen3GuardError
 from .core.labels import Role
 from .core.messages import (
     Message,
@@ -134,9 +134,7 @@ class Qwen3Guard:
                 endpoint=self.backend.endpoint,
                 latency_ms=latency,
             )
-        if isinstance(result, (BackendError, VerdictParseError)):
-            raise result
-        if isinstance(result, Qwen3GuardError):
+        if isinstance(result, Qwen3GuardError):  # BackendError, VerdictParseError, ...
             raise result
         raise BackendError(
             f"{self.backend.name} backend failed: {type(result).__name__}: {result}",
