@@ -57,6 +57,16 @@ class StreamRunner:
         self._torch = require("torch")
         self._transformers = require("transformers")
         self._kw = cache_keyword()
+        cfg = loaded.config
+        # the lean one-token path covers the plain Qwen3 layout; anything else takes the
+        # generic forward
+        self._lean = (
+            not getattr(cfg, "use_sliding_window", False)
+            and getattr(cfg, "hidden_act", "silu") == "silu"
+            and not getattr(cfg, "attention_bias", False)
+            and all(t == "full_attention" for t in (getattr(cfg, "layer_types", None) or []))
+            and hasattr(self._torch.nn.functional, "rms_norm")
+        )
 
     def new_cache(self) -> Any:
         """An empty KV cache for one session."""
@@ -83,10 +93,52 @@ class StreamRunner:
         (float32, on the CPU) and extend ``cache`` in place."""
         torch = self._torch
         with torch.inference_mode():
-            x = torch.tensor([ids], dtype=torch.long, device=self.loaded.device)
-            out = self.model.model(input_ids=x, use_cache=True, **{self._kw: cache})
-            heads = self.model.heads(out.last_hidden_state[0])
+            if len(ids) == 1 and self._lean and cache.get_seq_length() > 0:
+                hidden = self._one_token(ids[0], cache)
+            else:
+                x = torch.tensor([ids], dtype=torch.long, device=self.loaded.device)
+                out = self.model.model(input_ids=x, use_cache=True, **{self._kw: cache})
+                hidden = out.last_hidden_state[0]
+            heads = self.model.heads(hidden)
         return tuple(h.float().cpu() for h in heads)  # type: ignore[return-value]
+
+    def _one_token(self, token: int, cache: Any) -> Any:
+        """The backbone for one new token, without the generic forward's per-call machinery.
+
+        Streams feed one token at a time, and at small sizes the generic forward's Python work
+        (mask building, wrappers, module dispatch) costs more than the arithmetic. This does the
+        same arithmetic as ``Qwen3Model`` (same weights, RMSNorm in float32, the module's own
+        rotary embedding, the same cache object), so the multi-token path can continue from it.
+        Returns the final hidden state ``[1, hidden]``.
+        """
+        torch = self._torch
+        F = torch.nn.functional
+        m = self.model.model
+        dev = m.embed_tokens.weight.device
+        pos = torch.tensor([[cache.get_seq_length()]], device=dev)
+        h = F.embedding(torch.tensor([[token]], device=dev), m.embed_tokens.weight)
+        cos, sin = m.rotary_emb(h, pos)
+        for i, layer in enumerate(m.layers):
+            attn = layer.self_attn
+            x = _rms(F, layer.input_layernorm, h)
+            q = F.linear(x, attn.q_proj.weight, attn.q_proj.bias).view(1, 1, -1, attn.head_dim)
+            k = F.linear(x, attn.k_proj.weight, attn.k_proj.bias).view(1, 1, -1, attn.head_dim)
+            v = F.linear(x, attn.v_proj.weight, attn.v_proj.bias).view(1, 1, -1, attn.head_dim)
+            q = _rms(F, attn.q_norm, q).transpose(1, 2)
+            k = _rms(F, attn.k_norm, k).transpose(1, 2)
+            q, k = _rope(q, k, cos, sin)
+            keys, values = cache.update(k, v.transpose(1, 2), i)
+            o = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling, enable_gqa=True)
+            h = h + F.linear(
+                o.transpose(1, 2).reshape(1, 1, -1), attn.o_proj.weight, attn.o_proj.bias
+            )
+            x = _rms(F, layer.post_attention_layernorm, h)
+            mlp = layer.mlp
+            gate = F.linear(x, mlp.gate_proj.weight)
+            h = h + F.linear(
+                mlp.act_fn(gate) * F.linear(x, mlp.up_proj.weight), mlp.down_proj.weight
+            )
+        return _rms(F, m.norm, h)[0]
 
     def rows(
         self,
@@ -119,3 +171,23 @@ class StreamRunner:
         """The query (prompt) head's rows of a :meth:`forward` result."""
         lab = self.loaded.labels
         return self.rows(logits[2], logits[3], lab.query_risk, lab.query_category)
+
+
+def _rms(F: Any, norm: Any, x: Any) -> Any:
+    """Qwen3RMSNorm's arithmetic: normalise in float32, cast back, scale by the weight."""
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    if x.dtype == norm.weight.dtype == require("torch").float32:
+        return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)  # one fused op
+    y = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)
+    return norm.weight * y.to(x.dtype)
+
+
+def _rope(q: Any, k: Any, cos: Any, sin: Any) -> Any:
+    """Rotary embedding, as ``apply_rotary_pos_emb`` with heads on dim 1."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+
+    def rot(x: Any) -> Any:
+        half = x.shape[-1] // 2
+        return require("torch").cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    return q * cos + rot(q) * sin, k * cos + rot(k) * sin
