@@ -50,6 +50,7 @@ class GenPromptEncoder:
         if max_input_tokens < 64:
             raise ValueError("max_input_tokens must be at least 64")
         self.tokenizer = tokenizer
+        self._template_cache: dict[str, tuple[int, ...]] = {}
         self.max_input_tokens = max_input_tokens
         self.window_overlap = window_overlap
         self.safety_prefix: tuple[int, ...] = tuple(self._template_ids("Safety:"))
@@ -59,7 +60,13 @@ class GenPromptEncoder:
         self.level_first_token: dict[Level, int] = first
 
     def _template_ids(self, text: str) -> list[int]:
-        return [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
+        # the template's own pieces repeat from check to check: tokenize each once
+        ids = self._template_cache.get(text)
+        if ids is None:
+            ids = tuple(int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if len(self._template_cache) < 4096:
+                self._template_cache[text] = ids
+        return list(ids)
 
     def encode(self, messages: Sequence[Message]) -> GenPrompt:
         """Encode a checked conversation; the mode follows its last message."""
