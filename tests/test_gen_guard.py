@@ -15,6 +15,7 @@ from contract_cases import (
     SAFE_PROMPTS,
     SAFE_RESPONSES,
 )
+from test_behaviour_contract import _assert_rules
 
 from qwen3guard_integrations import (
     BackendError,
@@ -30,8 +31,6 @@ from qwen3guard_integrations import (
 from qwen3guard_integrations.testing.contract import expected_prompt, expected_response
 
 pytest.importorskip("transformers")
-
-BAR = 0.90  # as in test_behaviour_contract.py
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +59,6 @@ def _response_items() -> list[tuple[str, tuple[str, str]]]:
         for c in RESPONSE_CARRIERS
     ]
     return items + [("safe", ("A question.", s)) for s in SAFE_RESPONSES]
-
-
-def _assert_rules(results: dict[str, list[bool]]) -> None:
-    failing = {r: f"{sum(ok)}/{len(ok)}" for r, ok in results.items() if sum(ok) / len(ok) < BAR}
-    assert not failing, f"rules below {BAR:.0%}: {failing}"
 
 
 def test_verdict_fields(guard, tiny) -> None:  # type: ignore[no-untyped-def]

@@ -293,7 +293,7 @@ class TransformersGenBackend:
         return [self.tokenizer.decode(o, skip_special_tokens=True) for o in out]
 
     def _full(self, rows: list[list[int]], roles: list[Role]) -> list[GenAnswer]:
-        results = self._greedy(rows, roles, prefix_texts=["" for _ in rows], want_scores=True)
+        results = self._greedy(rows, roles, want_scores=True)
         return [GenAnswer(text, scores) for text, scores in results]
 
     def _greedy(
@@ -301,13 +301,12 @@ class TransformersGenBackend:
         rows: list[list[int]],
         roles: list[Role],
         *,
-        prefix_texts: list[str],
         want_scores: bool = False,
     ) -> list[tuple[str, dict[Level, float] | None]]:
         transformers = require("transformers")
         ids, mask = self._left_pad(rows)
         width = ids.shape[1]
-        stop = _LinesComplete(self.tokenizer, width, roles, prefix_texts)
+        stop = _LinesComplete(self.tokenizer, width, roles)
         gen = self.model.generate(
             input_ids=ids,
             attention_mask=mask,
@@ -361,15 +360,14 @@ def _conversation(*texts: str) -> list[Message]:
 class _LinesComplete:
     """Stops generation per row once the verdict's last needed line is complete."""
 
-    def __init__(self, tokenizer: Any, start: int, roles: list[Role], prefixes: list[str]) -> None:
+    def __init__(self, tokenizer: Any, start: int, roles: list[Role]) -> None:
         self.tokenizer = tokenizer
         self.start = start
         self.last_field = ["refusal:" if r is Role.RESPONSE else "categories:" for r in roles]
-        self.prefixes = prefixes
 
     def row_done(self, b: int, new_ids: Any) -> bool:
         """Whether row ``b``, having generated ``new_ids``, has completed its last line."""
-        return _line_done(self.prefixes[b] + self.tokenizer.decode(new_ids), self.last_field[b])
+        return _line_done(self.tokenizer.decode(new_ids), self.last_field[b])
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         torch = require("torch")

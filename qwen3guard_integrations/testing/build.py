@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..backends.loading import cache_keyword
 from ..core.deps import require
 from ..core.labels import (
     STREAM_PROMPT_CATEGORY_ORDER,
@@ -220,17 +221,6 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[Any, Any]:
     return ids, mask
 
 
-def _cache_kw() -> str:
-    import inspect
-
-    transformers = require("transformers")
-    params = inspect.signature(transformers.Qwen3Model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-_CACHE_KW = ""
-
-
 def _shared_prefix_hidden(backbone: Any, rows: list[list[int]], pad_id: int) -> tuple[Any, int]:
     """Backbone hidden states of ``rows`` after their common prefix, which runs only once.
 
@@ -240,8 +230,7 @@ def _shared_prefix_hidden(backbone: Any, rows: list[list[int]], pad_id: int) -> 
     """
     torch = require("torch")
     transformers = require("transformers")
-    global _CACHE_KW
-    _CACHE_KW = _CACHE_KW or _cache_kw()
+    kw = cache_keyword()
     shared = min(len(r) for r in rows) - 1
     first = rows[0]
     for r in rows[1:]:
@@ -250,7 +239,7 @@ def _shared_prefix_hidden(backbone: Any, rows: list[list[int]], pad_id: int) -> 
             k += 1
         shared = k
     cache = transformers.DynamicCache(config=backbone.config)
-    backbone(input_ids=torch.tensor([first[:shared]]), **{_CACHE_KW: cache}, use_cache=True)
+    backbone(input_ids=torch.tensor([first[:shared]]), **{kw: cache}, use_cache=True)
     cache.batch_repeat_interleave(len(rows))
     suffix, smask = _pad([r[shared:] for r in rows], pad_id)
     mask = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), smask], dim=1)
@@ -259,7 +248,7 @@ def _shared_prefix_hidden(backbone: Any, rows: list[list[int]], pad_id: int) -> 
         input_ids=suffix,
         attention_mask=mask,
         position_ids=pos,
-        **{_CACHE_KW: cache},
+        **{kw: cache},
         use_cache=True,
     )
     return out.last_hidden_state, shared
