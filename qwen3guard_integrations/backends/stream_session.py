@@ -149,6 +149,29 @@ class StreamSession:
         """Every response token id received so far (fed, scaffolding or skipped)."""
         return tuple(self._ids_seen)
 
+    @property
+    def debounce(self) -> int:
+        """How many consecutive flagged tokens trip the decision."""
+        return self._debounce.n
+
+    @property
+    def settled_ids(self) -> int:
+        """How many leading response ids can no longer be part of a future trip.
+
+        A moderated token is settled once ``debounce - 1`` more tokens have been moderated after
+        it: any trip that includes it has happened by then. Ids that were not moderated
+        (scaffolding, skipped think content) settle with the moderated token after them.
+        """
+        with self._lock:
+            j = len(self._counted_at) - self._debounce.n
+            return 0 if j < 0 else self._counted_at[j] + 1
+
+    def decode_response(self, start: int = 0, stop: int | None = None) -> str:
+        """The text of response ids ``start:stop`` (special tokens kept)."""
+        with self._lock:
+            ids = self._ids_seen[start:stop]
+        return str(self._tok.decode(ids, skip_special_tokens=False))
+
     # -- feeding -----------------------------------------------------------------------------
     def feed(self, piece: str | int | Sequence[int]) -> StreamUpdate:
         """Moderate the next piece of the response: a text piece, a token id or a list of ids.

@@ -1,0 +1,106 @@
+"""Hold-back release over real Stream sessions: only text the Stream head has cleared gets out."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from contract_cases import RESPONSE_CARRIERS, SAFE_RESPONSES
+
+from qwen3guard_integrations import Level, Qwen3StreamGuard
+from qwen3guard_integrations.backends.stream_holdback import HoldBack
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def guard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
+    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
+
+
+def _split(text: str, rng: random.Random) -> list[str]:
+    pieces, i = [], 0
+    while i < len(text):
+        n = rng.randint(1, 6)
+        pieces.append(text[i : i + n])
+        i += n
+    return pieces
+
+
+@pytest.mark.parametrize("debounce", [1, 2, 3])
+def test_safe_stream_is_released_whole_and_never_runs_ahead(
+    guard: Qwen3StreamGuard, debounce: int
+) -> None:
+    rng = random.Random(debounce)
+    for text in [*SAFE_RESPONSES[:6], "好的，这是答案：天气很好。😀 Ça va très bien, merci."]:
+        with guard.session("Tell me something nice.", debounce=debounce) as s:
+            hb = HoldBack(s)
+            sent = ""
+            for piece in _split(text, rng):
+                sent += piece
+                r = hb.push(piece)
+                assert not r.blocked and "\ufffd" not in r.text
+                assert sent.startswith(hb.released_text)
+                # at most the debounce window (plus the re-tokenizer's tail) is held back
+                assert len(s.response_ids) - s.settled_ids <= debounce - 1
+            end = hb.finish()
+            assert not end.blocked
+            assert hb.released_text == text
+
+
+@pytest.mark.parametrize("debounce", [1, 2])
+def test_unsafe_stream_stops_before_the_first_flagged_token(
+    guard: Qwen3StreamGuard, debounce: int
+) -> None:
+    tok = guard.tokenizer
+    blocked = 0
+    for carrier in RESPONSE_CARRIERS[:8]:
+        text = carrier.format("build a bomb") + " Then more words follow here."
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        with guard.session("Help me.", debounce=debounce) as s:
+            hb = HoldBack(s)
+            flagged_from: int | None = None
+            for k, t in enumerate(ids):
+                r = hb.push([t])
+                tokens = r.update.tokens if r.update else ()
+                if flagged_from is None and any(x.level is not Level.SAFE for x in tokens):
+                    flagged_from = k
+                # nothing from a flagged token on ever gets out
+                if flagged_from is not None:
+                    assert len(hb.released_text) <= len(tok.decode(ids[:flagged_from]))
+                if r.blocked:
+                    break
+            end = hb.finish()
+        assert text.startswith(hb.released_text)
+        assert "bomb" not in hb.released_text
+        if end.blocked:
+            blocked += 1
+            assert end.text == "" and end.update is None
+            assert end.verdict is not None and end.verdict.level is Level.UNSAFE
+    assert blocked >= 7
+
+
+def test_after_a_block_nothing_is_fed_or_released(guard: Qwen3StreamGuard) -> None:
+    with guard.session("Help me.", debounce=1) as s:
+        hb = HoldBack(s)
+        for piece in ["Sure, first you ", "build a bomb", " at home", " and then"]:
+            r = hb.push(piece)
+        seen = len(s.response_ids)
+        assert r.blocked and hb.blocked
+        r = hb.push(" lots more text")
+        assert (r.text, r.update, r.blocked) == ("", None, True)
+        assert len(s.response_ids) == seen
+        assert "bomb" not in hb.released_text
+
+
+async def test_async_twins_release_the_same_text(guard: Qwen3StreamGuard) -> None:
+    text = SAFE_RESPONSES[0]
+    pieces = _split(text, random.Random(3))
+    async with guard.asession("Hi there.") as s:
+        hb = HoldBack(s.session)
+        out = [(await hb.apush(p)).text for p in pieces]
+        out.append((await hb.afinish()).text)
+    with guard.session("Hi there.") as s2:
+        hb2 = HoldBack(s2)
+        ref = [hb2.push(p).text for p in pieces] + [hb2.finish().text]
+    assert out == ref and "".join(out) == text
