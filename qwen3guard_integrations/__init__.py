@@ -7,7 +7,11 @@ adapters are imported on first use and name the extra to install when it is miss
 from typing import TYPE_CHECKING, Any
 
 from .core import (
+    BackendConnectionError,
     BackendError,
+    BackendHTTPError,
+    BackendProtocolError,
+    BackendTimeoutError,
     Category,
     CheckpointError,
     InvalidInputError,
@@ -45,7 +49,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BackendConnectionError",
     "BackendError",
+    "BackendHTTPError",
+    "BackendProtocolError",
+    "BackendTimeoutError",
     "Category",
     "CheckpointError",
     "InvalidInputError",

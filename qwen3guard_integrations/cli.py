@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Any
+
+from .core.errors import InvalidInputError
 
 __all__ = ["main"]
 
@@ -14,15 +18,44 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(gen_model=args.gen_model, stream_model=args.stream_model)
 
 
+def _guard(args: argparse.Namespace) -> Any:
+    from .guard import Qwen3Guard
+
+    offline = args.offline or None
+    if args.backend == "local":
+        return Qwen3Guard.from_pretrained(
+            args.model, device=args.device, fast=not args.full, local_files_only=offline
+        )
+    if not args.url:
+        raise InvalidInputError(f"--backend {args.backend} needs --url")
+    headers = dict(h.split(":", 1) for h in args.header) if args.header else None
+    if args.backend == "tgi":
+        return Qwen3Guard.from_tgi(
+            args.url,
+            tokenizer=args.tokenizer or args.model,
+            headers=headers,
+            token=os.environ.get("QWEN3GUARD_API_KEY"),
+            timeout=args.timeout,
+            fast=not args.full,
+            local_files_only=offline,
+        )
+    return Qwen3Guard.from_openai(
+        args.url,
+        model=args.model,
+        tokenizer=args.tokenizer,
+        api_key=os.environ.get("QWEN3GUARD_API_KEY"),
+        headers=headers,
+        timeout=args.timeout,
+        fast=not args.full,
+        local_files_only=offline,
+    )
+
+
 def _check(args: argparse.Namespace) -> int:
     import json
 
-    from .guard import Qwen3Guard
-
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    guard = Qwen3Guard.from_pretrained(
-        args.model, device=args.device, fast=not args.full, local_files_only=args.offline or None
-    )
+    guard = _guard(args)
     try:
         if args.response is not None:
             verdict = guard.check_response(prompt, args.response)
@@ -61,13 +94,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("prompt", help="the prompt text, or - to read it from stdin")
     check.add_argument(
-        "--model", default="Qwen/Qwen3Guard-Gen-0.6B", help="Gen checkpoint: Hub id or local path"
+        "--model",
+        default="Qwen/Qwen3Guard-Gen-0.6B",
+        help="Gen checkpoint (Hub id or local path); with --backend openai: the served model name",
     )
     check.add_argument("--response", help="check this response to the prompt instead")
     check.add_argument("--json", action="store_true", help="print the verdict as JSON")
     check.add_argument("--full", action="store_true", help="decode the whole answer (no fast mode)")
     check.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     check.add_argument("--offline", action="store_true", help="never download the model")
+    check.add_argument(
+        "--backend",
+        choices=("local", "tgi", "openai"),
+        default="local",
+        help="run the model here (local), or call a TGI / OpenAI-compatible server at --url",
+    )
+    check.add_argument("--url", help="server URL (TGI base URL, or the OpenAI base URL .../v1)")
+    check.add_argument(
+        "--tokenizer",
+        help="tokenizer of the served model (Hub id or path); default: --model",
+    )
+    check.add_argument(
+        "--header",
+        action="append",
+        metavar="NAME:VALUE",
+        help="extra HTTP header (repeatable); the API key is read from $QWEN3GUARD_API_KEY",
+    )
+    check.add_argument("--timeout", type=float, default=30.0, help="request timeout in seconds")
     check.set_defaults(func=_check)
     args = parser.parse_args(argv)
     try:

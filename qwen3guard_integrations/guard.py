@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from .backends.base import GenBackend
+from .backends.base import BackendHealth, GenBackend
 from .backends.batcher import MicroBatcher
 from .core.errors import BackendError, InvalidInputError, Qwen3GuardError
 from .core.labels import Role
@@ -33,15 +34,16 @@ CheckItem = MessagesInput | tuple[MessagesInput, MessagesInput]
 class Qwen3Guard:
     """Checks prompts and responses with a Qwen3Guard-Gen model and applies a :class:`Policy`.
 
-    Build one with :meth:`from_pretrained` (local ``transformers``); other constructors come with
-    the serving backends. Every ``check_*`` returns a :class:`Verdict`; :meth:`enforce` raises
+    Build one with :meth:`from_pretrained` (local ``transformers``), :meth:`from_tgi` (a TGI
+    server) or :meth:`from_openai` (vLLM / SGLang). Every ``check_*`` returns a :class:`Verdict`; :meth:`enforce` raises
     :class:`UnsafeContentError` for a blocked one. Backend failures raise
     :class:`BackendError` (fail-closed, the default) or, under ``Policy(on_error="fail_open")``,
     return an allowed verdict marked ``degraded=True``. Bad input always raises
     :class:`InvalidInputError`.
 
-    Concurrent ``acheck_*`` calls (and ``check_prompt`` / ``check_response`` from several threads)
-    are coalesced into batched forwards by a micro-batcher (``max_batch``, ``max_wait_ms``).
+    With a local model, concurrent ``acheck_*`` calls (and ``check_prompt`` / ``check_response``
+    from several threads) are coalesced into batched forwards by a micro-batcher (``max_batch``,
+    ``max_wait_ms``); a serving backend sends concurrent requests itself, with native async I/O.
     """
 
     def __init__(
@@ -55,6 +57,8 @@ class Qwen3Guard:
         non_text: str = "error",
     ) -> None:
         self.backend = backend
+        # backends written against the first protocol (check_batch only) are micro-batched
+        self._coalesce = bool(getattr(backend, "coalesce", True))
         self.policy = policy or Policy()
         self.fast = fast
         self.non_text = non_text
@@ -103,6 +107,101 @@ class Qwen3Guard:
         )
         return cls(backend, policy=policy, fast=fast, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
+    @classmethod
+    def from_tgi(
+        cls,
+        url: str,
+        *,
+        tokenizer: Any,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        policy: Policy | None = None,
+        fast: bool = True,
+        max_concurrency: int = 16,
+        max_retries: int = 3,
+        max_new_tokens: int = 64,
+        max_input_tokens: int | None = None,
+        window_overlap: int = 64,
+        top_n_tokens: int = 5,
+        revision: str | None = None,
+        local_files_only: bool | None = None,
+    ) -> Qwen3Guard:
+        """Check through a Text Generation Inference server at ``url`` (``/generate``).
+
+        ``tokenizer`` is the served model's tokenizer: a Hub id or local folder (only tokenizer
+        files are read) or a loaded tokenizer. The prompt is rendered on the client and decoded
+        greedily on the server; level scores come from ``top_n_tokens``. Concurrent requests are
+        bounded by ``max_concurrency`` and by the server's ``max_client_batch_size``; the input
+        limit is read from ``/info`` unless ``max_input_tokens`` is given. 429 / 503 answers are
+        retried ``max_retries`` times with backoff (``Retry-After`` honoured).
+        """
+        from .backends.tgi import TGIGenBackend
+
+        backend = TGIGenBackend.connect(
+            url,
+            _tokenizer(tokenizer, revision, local_files_only),
+            headers=headers,
+            token=token,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            max_new_tokens=max_new_tokens,
+            max_input_tokens=max_input_tokens,
+            window_overlap=window_overlap,
+            top_n_tokens=top_n_tokens,
+        )
+        return cls(backend, policy=policy, fast=fast)
+
+    @classmethod
+    def from_openai(
+        cls,
+        base_url: str,
+        *,
+        model: str,
+        tokenizer: Any = None,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        policy: Policy | None = None,
+        fast: bool = True,
+        max_concurrency: int = 16,
+        max_retries: int = 3,
+        max_new_tokens: int = 64,
+        max_input_tokens: int | None = None,
+        window_overlap: int = 64,
+        logprobs: int = 5,
+        prompt_as: str = "ids",
+        revision: str | None = None,
+        local_files_only: bool | None = None,
+    ) -> Qwen3Guard:
+        """Check through an OpenAI-compatible server (vLLM, SGLang) serving ``model``.
+
+        Uses the raw ``/v1/completions`` route with the prompt rendered on the client and sent as
+        token ids (``prompt_as="ids"``, exact) or as server-safe text (``"text"``), greedy
+        (``temperature: 0``), with ``logprobs`` for the level scores. ``tokenizer`` defaults to
+        ``model`` (a Hub id). The input limit is read from ``/v1/models`` (vLLM's
+        ``max_model_len``) unless ``max_input_tokens`` is given.
+        """
+        from .backends.openai_compat import OpenAIGenBackend
+
+        backend = OpenAIGenBackend.connect(
+            base_url,
+            _tokenizer(tokenizer if tokenizer is not None else model, revision, local_files_only),
+            model=model,
+            api_key=api_key,
+            headers=headers,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            max_new_tokens=max_new_tokens,
+            max_input_tokens=max_input_tokens,
+            window_overlap=window_overlap,
+            logprobs=logprobs,
+            prompt_as=prompt_as,
+        )
+        return cls(backend, policy=policy, fast=fast)
+
     # --- input forms ---------------------------------------------------------------------------
 
     def _conversation(self, item: CheckItem) -> tuple[Message, ...]:
@@ -145,7 +244,10 @@ class Qwen3Guard:
         started = time.perf_counter()
         role = moderation_role(convo)
         try:
-            result: Verdict | BaseException = self._batcher.submit(convo).result()
+            if self._coalesce:
+                result: Verdict | BaseException = self._batcher.submit(convo).result()
+            else:
+                result = self.backend.check_batch([convo], fast=self.fast)[0]
         except Exception as exc:
             result = exc
         return self._settle(result, role, started)
@@ -154,7 +256,10 @@ class Qwen3Guard:
         started = time.perf_counter()
         role = moderation_role(convo)
         try:
-            result: Verdict | BaseException = await self._batcher.asubmit(convo)
+            if self._coalesce:
+                result: Verdict | BaseException = await self._batcher.asubmit(convo)
+            else:
+                result = (await self.backend.acheck_batch([convo], fast=self.fast))[0]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -217,7 +322,16 @@ class Qwen3Guard:
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise InvalidInputError("acheck_batch takes a list of items")
         convos = [self._conversation(item) for item in items]
-        return list(await asyncio.gather(*(self._acheck_one(c) for c in convos)))
+        if self._coalesce:
+            return list(await asyncio.gather(*(self._acheck_one(c) for c in convos)))
+        started = time.perf_counter()
+        try:
+            results = list(await self.backend.acheck_batch(convos, fast=self.fast))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            results = [exc] * len(convos)
+        return [self._settle(r, moderation_role(c), started) for r, c in zip(results, convos)]
 
     def enforce(self, verdict: Verdict) -> Verdict:
         """Return ``verdict`` if the policy allows it; raise :class:`UnsafeContentError` if not."""
@@ -227,9 +341,43 @@ class Qwen3Guard:
         """Whether the policy blocks ``verdict``."""
         return self.policy.blocks(verdict)
 
+    def health(self) -> BackendHealth:
+        """Whether the backend can serve checks now (a server's ``/health`` and info routes)."""
+        health = getattr(self.backend, "health", None)
+        if health is None:
+            return BackendHealth(True, self.backend.name, self.backend.endpoint)
+        result: BackendHealth = health()
+        return result
+
+    async def ahealth(self) -> BackendHealth:
+        """Async twin of :meth:`health`."""
+        ahealth = getattr(self.backend, "ahealth", None)
+        if ahealth is None:
+            return await asyncio.to_thread(self.health)
+        result: BackendHealth = await ahealth()
+        return result
+
     def close(self) -> None:
-        """Stop the micro-batcher's worker thread."""
+        """Stop the micro-batcher's worker thread and release the backend's connections."""
         self._batcher.close()
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, plus the async connections of the running event loop."""
+        self._batcher.close()
+        aclose = getattr(self.backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        else:
+            self.close()
+
+    async def __aenter__(self) -> Qwen3Guard:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def __enter__(self) -> Qwen3Guard:
         return self
@@ -239,3 +387,21 @@ class Qwen3Guard:
 
     def __repr__(self) -> str:
         return f"Qwen3Guard(model={self.backend.model_id!r}, backend={self.backend.name!r}, fast={self.fast})"
+
+
+def _tokenizer(source: Any, revision: str | None, local_files_only: bool | None) -> Any:
+    """A loaded tokenizer as is; a Hub id or folder loaded with ``AutoTokenizer``."""
+    if not isinstance(source, (str, os.PathLike)):
+        if source is None or not callable(getattr(source, "apply_chat_template", None)):
+            raise InvalidInputError(
+                "tokenizer must be a Hub id, a local folder, or a loaded Hugging Face tokenizer"
+            )
+        return source
+    from .backends.loading import load_or_explain
+    from .core.deps import require
+
+    transformers = require("transformers", "tgi")
+    opts: dict[str, Any] = {"revision": revision}
+    if local_files_only is not None:
+        opts["local_files_only"] = local_files_only
+    return load_or_explain(transformers.AutoTokenizer, str(source), "tokenizer of", **opts)

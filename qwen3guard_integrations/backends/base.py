@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from ..core.messages import Message
 from ..core.verdict import Verdict
 
-__all__ = ["GenBackend"]
+__all__ = ["BackendHealth", "GenBackend"]
+
+
+@dataclass(frozen=True)
+class BackendHealth:
+    """What :meth:`Qwen3Guard.health` found: ``ok`` when the backend can serve checks now.
+
+    ``status`` is the HTTP status of the health route (None for a local model); ``info`` the
+    server's self-description (TGI ``/info``, the OpenAI ``/models`` list) or the local model's.
+    """
+
+    ok: bool
+    backend: str
+    endpoint: str | None
+    status: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    latency_ms: float | None = None
 
 
 @runtime_checkable
@@ -23,9 +41,30 @@ class GenBackend(Protocol):
     name: str
     model_id: str
     endpoint: str | None
+    #: True: the guard coalesces concurrent checks into batches for it (a local model);
+    #: False: the backend fans out itself and :meth:`acheck_batch` is native async (a server).
+    coalesce: bool
 
     def check_batch(
         self, conversations: Sequence[Sequence[Message]], *, fast: bool = True
     ) -> list[Verdict | Exception]:
         """Check each conversation; the mode follows its last message."""
+        ...
+
+    async def acheck_batch(
+        self, conversations: Sequence[Sequence[Message]], *, fast: bool = True
+    ) -> list[Verdict | Exception]:
+        """Async twin of :meth:`check_batch` (never blocks the event loop)."""
+        ...
+
+    def health(self) -> BackendHealth:
+        """Whether the backend can serve checks now."""
+        ...
+
+    async def ahealth(self) -> BackendHealth:
+        """Async twin of :meth:`health`."""
+        ...
+
+    def close(self) -> None:
+        """Release threads and connections."""
         ...

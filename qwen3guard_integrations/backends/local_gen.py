@@ -9,6 +9,7 @@ soon as the verdict's lines are complete.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
 import time
@@ -20,6 +21,7 @@ from ..core.errors import InvalidInputError
 from ..core.labels import Level, Role
 from ..core.messages import Message
 from ..core.verdict import Verdict
+from .base import BackendHealth
 from .gen_prompt import GenPrompt, GenPromptEncoder
 from .gen_verdicts import GenAnswer, verdict_from_answers
 from .loading import cache_keyword, dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
@@ -34,6 +36,7 @@ class TransformersGenBackend:
 
     name = "transformers"
     endpoint: str | None = None
+    coalesce = True  # the guard's micro-batcher feeds it batches
 
     def __init__(
         self,
@@ -139,6 +142,24 @@ class TransformersGenBackend:
             except Exception as exc:  # a parse failure belongs to its item alone
                 out.append(exc)
         return out
+
+    async def acheck_batch(
+        self, conversations: Sequence[Sequence[Message]], *, fast: bool = True
+    ) -> list[Verdict | Exception]:
+        """:meth:`check_batch` in a worker thread."""
+        return await asyncio.to_thread(self.check_batch, conversations, fast=fast)
+
+    def health(self) -> BackendHealth:
+        """A loaded local model is always ready."""
+        info = {"model_id": self.model_id, "device": str(self.device)}
+        return BackendHealth(True, self.name, None, info=info)
+
+    async def ahealth(self) -> BackendHealth:
+        """Async twin of :meth:`health`."""
+        return self.health()
+
+    def close(self) -> None:
+        """Nothing to release (the model is freed with the object)."""
 
     # --- inference ---------------------------------------------------------------------------
 

@@ -5,7 +5,11 @@ Imports only pydantic and the standard library.
 
 from .deps import require
 from .errors import (
+    BackendConnectionError,
     BackendError,
+    BackendHTTPError,
+    BackendProtocolError,
+    BackendTimeoutError,
     CheckpointError,
     InvalidInputError,
     MissingDependencyError,
@@ -45,7 +49,11 @@ __all__ = [
     "STREAM_PROMPT_CATEGORY_ORDER",
     "STREAM_RESPONSE_CATEGORY_ORDER",
     "STREAM_RISK_LEVEL_ORDER",
+    "BackendConnectionError",
     "BackendError",
+    "BackendHTTPError",
+    "BackendProtocolError",
+    "BackendTimeoutError",
     "Category",
     "CheckpointError",
     "InvalidInputError",

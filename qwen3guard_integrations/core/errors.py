@@ -8,7 +8,11 @@ if TYPE_CHECKING:
     from .verdict import Verdict
 
 __all__ = [
+    "BackendConnectionError",
     "BackendError",
+    "BackendHTTPError",
+    "BackendProtocolError",
+    "BackendTimeoutError",
     "CheckpointError",
     "InvalidInputError",
     "MissingDependencyError",
@@ -102,6 +106,27 @@ def _rebuild_backend_error(
     backend: str | None,
 ) -> BackendError:
     return cls(message, status=status, error=error, error_type=error_type, backend=backend)
+
+
+class BackendConnectionError(BackendError):
+    """The serving endpoint could not be reached (connection refused, DNS, reset)."""
+
+
+class BackendTimeoutError(BackendError, TimeoutError):
+    """The serving endpoint did not answer within the timeout."""
+
+
+class BackendHTTPError(BackendError):
+    """The serving endpoint answered with an error status (``status``), after any retries.
+
+    ``error`` / ``error_type`` carry the server's own error body (TGI: ``{"error",
+    "error_type"}``; OpenAI-compatible servers: ``{"error": {"message", "type"}}``).
+    """
+
+
+class BackendProtocolError(BackendError):
+    """The serving endpoint answered 2xx with a body that is not what the protocol promises
+    (not JSON, missing fields, wrong types)."""
 
 
 class ModelLoadError(Qwen3GuardError, OSError):

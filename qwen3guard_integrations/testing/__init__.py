@@ -15,6 +15,9 @@ keep their Qwen3 ids) and Qwen3's added tokens. They follow the behaviour contra
 
     python -m qwen3guard_integrations.testing DIR      # writes DIR/gen and DIR/stream
 
+:class:`GenTestServer` serves the Gen checkpoint over HTTP on loopback, speaking TGI's and the
+OpenAI-compatible routes, and fails on purpose when told to (for testing remote setups).
+
 Needs the ``testing`` extra: ``pip install "qwen3guard-integrations[testing]"``.
 """
 
@@ -34,6 +37,8 @@ __all__ = [
     "RESPONSE_TRIGGERS",
     "BuildOptions",
     "Expected",
+    "Fault",
+    "GenTestServer",
     "TinyCheckpoints",
     "Trigger",
     "build_tiny_checkpoints",
@@ -51,6 +56,10 @@ def __getattr__(name: str) -> object:
         from . import build
 
         return getattr(build, name)
+    if name in {"Fault", "GenTestServer"}:
+        from . import server
+
+        return getattr(server, name)
     if name == "qwen3_tokenizer":
         from .tokenizer import qwen3_tokenizer
 

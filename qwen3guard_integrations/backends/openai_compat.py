@@ -1,0 +1,215 @@
+"""Qwen3Guard-Gen behind an OpenAI-compatible server (vLLM, SGLang): raw ``/v1/completions``.
+
+The prompt is rendered on the client and sent as token ids by default (``prompt: [ids]``, which
+vLLM and SGLang accept), so the server sees exactly the ids the local backend would run; with
+``prompt_as="text"`` it is sent as server-safe text instead. Greedy (``temperature: 0``); level
+scores from ``logprobs``. :meth:`OpenAIGenBackend.health` reads ``/health`` and ``/v1/models``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from ..core.deps import require
+from ..core.errors import BackendError
+from .base import BackendHealth
+from .gen_verdicts import GenAnswer
+from .remote import RemoteGenBackend
+from .remote_http import HttpResult, aget, apost_json, get, post_json, raise_for_status
+from .remote_protocol import RetryPolicy, openai_answer, openai_body
+
+__all__ = ["DEFAULT_INPUT_TOKENS", "OpenAIGenBackend", "api_base", "model_context"]
+
+#: The input budget when the server does not say.
+DEFAULT_INPUT_TOKENS = 8192
+
+
+def api_base(base_url: str) -> str:
+    """``http://host:8000`` and ``http://host:8000/v1`` both mean ``http://host:8000/v1``."""
+    url = base_url.rstrip("/")
+    return url + "/v1" if urlsplit(url).path in ("", "/") else url
+
+
+def model_context(models: Any, model: str) -> int | None:
+    """The served model's context length from a ``/v1/models`` answer (vLLM: ``max_model_len``)."""
+    data = models.get("data") if isinstance(models, dict) else None
+    for entry in data if isinstance(data, list) else []:
+        if isinstance(entry, dict) and entry.get("id") == model:
+            value = entry.get("max_model_len")
+            return value if isinstance(value, int) and value > 0 else None
+    return None
+
+
+class OpenAIGenBackend(RemoteGenBackend):
+    """A Gen model served as ``model`` behind an OpenAI-compatible API at ``base_url``."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        tokenizer: Any,
+        *,
+        model: str,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        logprobs: int = 5,
+        prompt_as: Literal["ids", "text"] = "ids",
+        **kwargs: Any,
+    ) -> None:
+        if prompt_as not in ("ids", "text"):
+            raise ValueError("prompt_as must be 'ids' or 'text'")
+        self.httpx = require("httpx", "tgi")
+        self.base = api_base(base_url)
+        super().__init__(tokenizer, model_id=model, endpoint=self.base, **kwargs)
+        self.model = model
+        self.logprobs = logprobs
+        self.prompt_as = prompt_as
+        self.headers = dict(headers or {})
+        if api_key and not any(k.lower() == "authorization" for k in self.headers):
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self._http = self.httpx.Client(headers=self.headers, timeout=self.timeout)
+
+    @classmethod
+    def connect(
+        cls,
+        base_url: str,
+        tokenizer: Any,
+        *,
+        model: str,
+        max_input_tokens: int | None = None,
+        max_retries: int = 3,
+        max_new_tokens: int = 64,
+        **kwargs: Any,
+    ) -> OpenAIGenBackend:
+        """Build the backend, reading the model's context from ``/v1/models`` when the server
+        answers (a server that is down now is not an error yet)."""
+        limit = None
+        if max_input_tokens is None:
+            probe = cls(base_url, tokenizer, model=model, max_new_tokens=max_new_tokens, **kwargs)
+            try:
+                context = model_context(probe.models(), model)
+                limit = None if context is None else context - max_new_tokens - 8
+            except BackendError:
+                pass
+            finally:
+                probe.close()
+        return cls(
+            base_url,
+            tokenizer,
+            model=model,
+            max_input_tokens=max_input_tokens or limit or DEFAULT_INPUT_TOKENS,
+            retry=RetryPolicy(max_retries=max_retries),
+            max_new_tokens=max_new_tokens,
+            **kwargs,
+        )
+
+    def _body(self, window: Sequence[int], fast: bool) -> dict[str, Any]:
+        prompt: str | list[int] = (
+            self.renderer.ids(window, fast=fast)
+            if self.prompt_as == "ids"
+            else self.renderer.text(window, fast=fast)
+        )
+        return openai_body(
+            prompt, model=self.model, max_tokens=self.max_new_tokens, logprobs=self.logprobs
+        )
+
+    def _answer(self, res: HttpResult, fast: bool) -> GenAnswer:
+        raise_for_status(res, backend=self.name, endpoint=self.base)
+        data = res.json(backend=self.name, endpoint=self.base)
+        return openai_answer(data, head=self._head(fast), labels=self.labels)
+
+    def _send(self, window: Sequence[int], fast: bool) -> GenAnswer:
+        url = self.base + "/completions"
+        res = post_json(
+            self._http, url, self._body(window, fast), backend=self.name, endpoint=self.base
+        )
+        return self._answer(res, fast)
+
+    async def _asend(self, window: Sequence[int], fast: bool, state: dict[str, Any]) -> GenAnswer:
+        url = self.base + "/completions"
+        res = await apost_json(
+            state["http"], url, self._body(window, fast), backend=self.name, endpoint=self.base
+        )
+        return self._answer(res, fast)
+
+    def _new_loop_state(self) -> dict[str, Any]:
+        return {"http": self.httpx.AsyncClient(headers=self.headers, timeout=self.timeout)}
+
+    async def _close_loop_state(self, state: dict[str, Any]) -> None:
+        await state["http"].aclose()
+
+    # --- health ------------------------------------------------------------------------------
+
+    def _root(self) -> str:
+        parts = urlsplit(self.base)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def models(self) -> Any:
+        """``GET /v1/models`` (raises a typed error when it fails)."""
+        res = get(self._http, self.base + "/models", backend=self.name, endpoint=self.base)
+        raise_for_status(res, backend=self.name, endpoint=self.base)
+        return res.json(backend=self.name, endpoint=self.base)
+
+    def _health_from(self, res: HttpResult, models: Any, start: float) -> BackendHealth:
+        ids = [m.get("id") for m in (models or {}).get("data", []) if isinstance(m, dict)]
+        served = self.model in ids
+        ok = res.status == 200 and served
+        error = None
+        if res.status != 200:
+            error = f"/health answered {res.status}"
+        elif not served:
+            error = f"model {self.model!r} is not served here (served: {ids})"
+        info = {"models": ids, "max_model_len": model_context(models, self.model)}
+        return BackendHealth(ok, self.name, self.base, res.status, info, error, _ms(start))
+
+    def health(self) -> BackendHealth:
+        """``GET /health`` (server root) and ``/v1/models``: ok when ready and serving ``model``."""
+        start = time.perf_counter()
+        try:
+            res = get(self._http, self._root() + "/health", backend=self.name, endpoint=self.base)
+            models = self.models() if res.status == 200 else None
+        except BackendError as exc:
+            return BackendHealth(
+                False,
+                self.name,
+                self.base,
+                getattr(exc, "status", None),
+                error=str(exc),
+                latency_ms=_ms(start),
+            )
+        return self._health_from(res, models, start)
+
+    async def ahealth(self) -> BackendHealth:
+        """Async twin of :meth:`health`."""
+        start = time.perf_counter()
+        http = self._state_for_loop()["http"]
+        try:
+            res = await aget(http, self._root() + "/health", backend=self.name, endpoint=self.base)
+            models = None
+            if res.status == 200:
+                got = await aget(http, self.base + "/models", backend=self.name, endpoint=self.base)
+                raise_for_status(got, backend=self.name, endpoint=self.base)
+                models = got.json(backend=self.name, endpoint=self.base)
+        except BackendError as exc:
+            return BackendHealth(
+                False,
+                self.name,
+                self.base,
+                getattr(exc, "status", None),
+                error=str(exc),
+                latency_ms=_ms(start),
+            )
+        return self._health_from(res, models, start)
+
+    def close(self) -> None:
+        """Close the sync HTTP client and workers."""
+        super().close()
+        self._http.close()
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000

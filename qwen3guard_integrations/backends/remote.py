@@ -1,0 +1,289 @@
+"""The engine shared by the serving backends (TGI, OpenAI-compatible).
+
+A :class:`RemoteGenBackend` encodes conversations on the client with the guard's tokenizer
+(:class:`~.gen_prompt.GenPromptEncoder`: the same control-token safety and windowing as the local
+backend), sends one request per window, concurrently and bounded, retries 429 / 503 answers with
+backoff, and assembles the verdicts with :func:`~.gen_verdicts.verdict_from_answers`. Subclasses
+write only the request itself, once sync and once async.
+
+Every failure ends as a typed error for its item: :class:`BackendConnectionError`,
+:class:`BackendTimeoutError`, :class:`BackendHTTPError` (status, the server's ``error`` /
+``error_type``), :class:`BackendProtocolError` (a 2xx answer that is not the protocol) or
+:class:`VerdictParseError` (an answer that is not a verdict). The guard turns them into a raised
+error (fail-closed) or a ``degraded`` verdict (fail-open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ..core.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendHTTPError,
+    BackendTimeoutError,
+    InvalidInputError,
+    Qwen3GuardError,
+)
+from ..core.messages import Message
+from ..core.verdict import Verdict
+from .base import BackendHealth
+from .gen_prompt import LEVEL_WORDS, GenPrompt, GenPromptEncoder
+from .gen_verdicts import GenAnswer, verdict_from_answers
+from .remote_prompt import PromptRenderer
+from .remote_protocol import RETRY_STATUSES, LabelTokens, RetryPolicy
+
+__all__ = ["RemoteGenBackend", "transport_error"]
+
+T = TypeVar("T")
+
+
+def transport_error(exc: BaseException, *, backend: str, endpoint: str) -> BackendError | None:
+    """Map an HTTP client's transport exception (httpx, httpx2, requests) to a typed error."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & {"TimeoutException", "InferenceTimeoutError", "Timeout", "TimeoutError"}:
+        return BackendTimeoutError(
+            f"{backend} endpoint {endpoint} did not answer in time: {exc}", backend=backend
+        )
+    if names & {"TransportError", "NetworkError", "ConnectError", "ConnectionError"}:
+        return BackendConnectionError(
+            f"{backend} endpoint {endpoint} cannot be reached: {type(exc).__name__}: {exc}",
+            backend=backend,
+        )
+    return None
+
+
+class RemoteGenBackend:
+    """Base of the serving backends; see the module docstring.
+
+    Subclasses set ``name`` and implement :meth:`_send` and :meth:`_asend` (one request for one
+    window, raising :class:`BackendHTTPError` with ``retry_headers`` for error statuses).
+    """
+
+    name = "remote"
+    endpoint: str | None
+    #: the guard calls this backend directly instead of micro-batching (it does its own fan-out)
+    coalesce = False
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        endpoint: str,
+        max_new_tokens: int = 64,
+        max_input_tokens: int = 8192,
+        window_overlap: int = 64,
+        max_concurrency: int = 16,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.endpoint = endpoint
+        self.max_new_tokens = max_new_tokens
+        self.max_concurrency = max_concurrency
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.encoder = GenPromptEncoder(
+            tokenizer, max_input_tokens=max_input_tokens, window_overlap=window_overlap
+        )
+        self.renderer = PromptRenderer(self.encoder)
+        first = self.encoder.level_first_token
+        self.labels = LabelTokens(
+            ids=dict(first),
+            texts={lv: str(tokenizer.decode([first[lv]])) for lv in LEVEL_WORDS},
+        )
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._loop_state: weakref.WeakKeyDictionary[Any, dict[str, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # --- to implement ----------------------------------------------------------------------------
+
+    def _send(self, window: Sequence[int], fast: bool) -> GenAnswer:
+        raise NotImplementedError
+
+    async def _asend(self, window: Sequence[int], fast: bool, state: dict[str, Any]) -> GenAnswer:
+        raise NotImplementedError
+
+    def health(self) -> BackendHealth:
+        """Read the server's health and info routes."""
+        raise NotImplementedError
+
+    async def ahealth(self) -> BackendHealth:
+        """Async twin of :meth:`health`."""
+        raise NotImplementedError
+
+    def _new_loop_state(self) -> dict[str, Any]:
+        """Per-event-loop async resources (clients); the semaphore is added by the engine."""
+        return {}
+
+    async def _close_loop_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    # --- the protocol --------------------------------------------------------------------------
+
+    def check_batch(
+        self, conversations: Sequence[Sequence[Message]], *, fast: bool = True
+    ) -> list[Verdict | Exception]:
+        """One verdict (or that item's typed error) per conversation; windows run concurrently."""
+        start = time.perf_counter()
+        prompts, flat = self._encode_all(conversations)
+        results: list[GenAnswer | Exception] = []
+        if flat:
+            pool = self._executor()
+            futures = [pool.submit(self._with_retries, self._send, w, fast) for _, w in flat]
+            results = [_outcome(f) for f in futures]
+        return self._assemble(prompts, flat, results, start)
+
+    async def acheck_batch(
+        self, conversations: Sequence[Sequence[Message]], *, fast: bool = True
+    ) -> list[Verdict | Exception]:
+        """Async twin of :meth:`check_batch` (native async I/O, bounded concurrency)."""
+        start = time.perf_counter()
+        prompts, flat = self._encode_all(conversations)
+        state = self._state_for_loop()
+        sem: asyncio.Semaphore = state["semaphore"]
+
+        async def one(window: Sequence[int]) -> GenAnswer:
+            async with sem:
+                return await self._awith_retries(lambda: self._asend(window, fast, state))
+
+        gathered = await asyncio.gather(*(one(w) for _, w in flat), return_exceptions=True)
+        results: list[GenAnswer | Exception] = []
+        for r in gathered:
+            if isinstance(r, BaseException) and not isinstance(r, Exception):
+                raise r  # cancellation and friends are not an item's result
+            results.append(r)
+        return self._assemble(prompts, flat, results, start)
+
+    def close(self) -> None:
+        """Stop the worker threads of the sync path."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+    async def aclose(self) -> None:
+        """Close the async clients of the running event loop (and the sync workers)."""
+        loop = asyncio.get_running_loop()
+        state = self._loop_state.pop(loop, None)
+        if state is not None:
+            await self._close_loop_state(state)
+        self.close()
+
+    # --- engine --------------------------------------------------------------------------------
+
+    def _encode_all(
+        self, conversations: Sequence[Sequence[Message]]
+    ) -> tuple[list[GenPrompt | Exception], list[tuple[int, tuple[int, ...]]]]:
+        prompts: list[GenPrompt | Exception] = []
+        for convo in conversations:
+            try:
+                prompts.append(self.encoder.encode(convo))
+            except InvalidInputError as exc:
+                prompts.append(exc)
+        flat = [
+            (i, w) for i, p in enumerate(prompts) if isinstance(p, GenPrompt) for w in p.windows
+        ]
+        return prompts, flat
+
+    def _assemble(
+        self,
+        prompts: list[GenPrompt | Exception],
+        flat: list[tuple[int, tuple[int, ...]]],
+        results: list[GenAnswer | Exception],
+        start: float,
+    ) -> list[Verdict | Exception]:
+        per_item: dict[int, list[GenAnswer]] = {}
+        failed: dict[int, Exception] = {}
+        for (i, _), res in zip(flat, results):
+            if isinstance(res, Exception):
+                failed.setdefault(i, res)  # one failed window fails the item: never half-checked
+            else:
+                per_item.setdefault(i, []).append(res)
+        latency = (time.perf_counter() - start) * 1000
+        out: list[Verdict | Exception] = []
+        for i, p in enumerate(prompts):
+            if isinstance(p, Exception):
+                out.append(p)
+            elif i in failed:
+                out.append(failed[i])
+            else:
+                try:
+                    out.append(
+                        verdict_from_answers(
+                            per_item.get(i, []),
+                            role=p.role,
+                            model=self.model_id,
+                            backend=self.name,
+                            endpoint=self.endpoint,
+                            latency_ms=latency,
+                        )
+                    )
+                except Qwen3GuardError as exc:
+                    out.append(exc)
+        return out
+
+    def _head(self, fast: bool) -> str:
+        return self.renderer.head if fast else ""
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.max_concurrency, thread_name_prefix=f"qwen3guard-{self.name}"
+                )
+            return self._pool
+
+    def _state_for_loop(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        state = self._loop_state.get(loop)
+        if state is None:
+            state = self._new_loop_state()
+            state["semaphore"] = asyncio.Semaphore(self.max_concurrency)
+            self._loop_state[loop] = state
+        return state
+
+    def _with_retries(self, send: Callable[..., T], *args: Any) -> T:
+        for attempt in range(self.retry.max_retries + 1):
+            try:
+                return send(*args)
+            except BackendHTTPError as exc:
+                if exc.status not in RETRY_STATUSES or attempt >= self.retry.max_retries:
+                    raise
+                time.sleep(self.retry.delay(attempt, getattr(exc, "retry_headers", None)))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _awith_retries(self, send: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(self.retry.max_retries + 1):
+            try:
+                return await send()
+            except BackendHTTPError as exc:
+                if exc.status not in RETRY_STATUSES or attempt >= self.retry.max_retries:
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt, getattr(exc, "retry_headers", None)))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(endpoint={self.endpoint!r}, model={self.model_id!r})"
+
+
+def _outcome(future: Any) -> GenAnswer | Exception:
+    try:
+        result: GenAnswer = future.result()
+        return result
+    except Exception as exc:
+        return exc
