@@ -24,17 +24,30 @@ from .events import (  # noqa: E402
     emit_verdict,
 )
 from .postprocessor import METADATA_KEY, Qwen3GuardNodePostprocessor, flag_node  # noqa: E402
+from .query_engine import DEFAULT_REFUSAL, GuardedQueryEngine  # noqa: E402
+from .streaming import (  # noqa: E402
+    OnUnsafe,
+    StreamGuardConfig,
+    aguard_token_gen,
+    guard_token_gen,
+)
 
 __all__ = [
+    "DEFAULT_REFUSAL",
     "DISPATCHER_NAME",
     "METADATA_KEY",
+    "GuardedQueryEngine",
+    "OnUnsafe",
     "Qwen3GuardNodePostprocessor",
     "Qwen3GuardVerdictEvent",
     "Stage",
+    "StreamGuardConfig",
     "aemit",
     "aemit_verdict",
+    "aguard_token_gen",
     "dispatcher",
     "emit",
     "emit_verdict",
     "flag_node",
+    "guard_token_gen",
 ]
