@@ -250,6 +250,9 @@ def test_a_streamed_answer_that_turns_unsafe_stops_before_the_unsafe_token(
         ("query", False),
         ("stream", True),
     ]
+    # the stream is read after query() returned; its event still belongs to the query's span
+    query_event, stream_event = _verdicts(events)
+    assert stream_event.span_id is not None and stream_event.span_id == query_event.span_id
 
 
 def test_a_safe_stream_is_released_whole(

@@ -20,6 +20,7 @@ from llama_index.core.base.response.schema import (
     StreamingResponse,
 )
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
@@ -137,6 +138,7 @@ class GuardedQueryEngine(BaseQueryEngine):
             stream_guard=self.stream_guard,
             on_unsafe=self.on_unsafe,
             refusal=self.refusal,
+            span_id=active_span_id.get(),
             record=record,
         )
         metadata = {**(response.metadata or {}), self.metadata_key: record}

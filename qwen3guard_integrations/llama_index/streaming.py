@@ -40,6 +40,8 @@ class StreamGuardConfig:
         on_unsafe: ``"raise"`` (the generator raises :class:`UnsafeContentError`) or
             ``"refuse"`` (the generator yields ``refusal`` and ends; nothing when it is empty).
         refusal: the text yielded after a block under ``"refuse"``.
+        span_id: the LlamaIndex span the stream's events belong to (the query's span; the
+            stream is read after it has closed). None: the span active when the event is sent.
         record: a dict updated in place: ``"response"`` (the verdict's ``to_dict()``; None while
             the Stream head finds nothing), ``"blocked"`` (``"stream"``/``"response"`` or None)
             and ``"complete"`` (True once the stream ended).
@@ -50,6 +52,7 @@ class StreamGuardConfig:
     stream_guard: Qwen3StreamGuard | None
     on_unsafe: OnUnsafe = "raise"
     refusal: str = ""
+    span_id: str | None = None
     record: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -63,9 +66,12 @@ class StreamGuardConfig:
         if blocked:
             self.record["blocked"] = self.stage
         action = self.on_unsafe if blocked else "allow"
-        return Qwen3GuardVerdictEvent(
+        event = Qwen3GuardVerdictEvent(
             verdict=verdict, stage=self.stage, blocked=blocked, action=action
         )
+        if self.span_id is not None:
+            event.span_id = self.span_id
+        return event
 
     def end(self, blocked_by: Verdict | None) -> Iterator[str]:
         """After the last release: raise, or yield the refusal, for a blocked answer."""
