@@ -101,7 +101,8 @@ class _Base:
     def _started(self, run_id: UUID, session: Any, prompt_verdict: Verdict) -> bool:
         """Record the run; False when the prompt is blocked (the caller closes and raises)."""
         self._report(run_id, "prompt", prompt_verdict)
-        if self.check_prompt and session.policy.blocks(prompt_verdict):
+        policy = getattr(session, "session", session).policy  # the async twin wraps one
+        if self.check_prompt and policy.blocks(prompt_verdict):
             return False
         with self._lock:
             self._runs[run_id] = _Run(session)
