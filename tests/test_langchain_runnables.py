@@ -10,16 +10,16 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
-from langchain_core.language_models.fake_chat_models import (  # noqa: E402
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel,
     GenericFakeChatModel,
 )
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage  # noqa: E402
-from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from langchain_core.runnables import RunnableBranch, RunnableLambda  # noqa: E402
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableBranch, RunnableLambda
 
-from qwen3guard_integrations import (  # noqa: E402
+from qwen3guard_integrations import (
     Category,
     InvalidInputError,
     Level,
@@ -27,7 +27,7 @@ from qwen3guard_integrations import (  # noqa: E402
     Qwen3StreamGuard,
     UnsafeContentError,
 )
-from qwen3guard_integrations.langchain import (  # noqa: E402
+from qwen3guard_integrations.langchain import (
     VERDICT_EVENT,
     Classify,
     PromptGuard,

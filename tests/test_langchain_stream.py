@@ -6,28 +6,28 @@ from __future__ import annotations
 import asyncio
 import gc
 from typing import Any
-from uuid import UUID
 
 import pytest
 
 pytest.importorskip("langchain_core")
 
-from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler  # noqa: E402
-from langchain_core.language_models.fake_chat_models import (  # noqa: E402
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel,
     GenericFakeChatModel,
 )
-from langchain_core.messages import AIMessage, AIMessageChunk  # noqa: E402
-from langchain_core.output_parsers import StrOutputParser  # noqa: E402
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.output_parsers import StrOutputParser
 
-from qwen3guard_integrations import (  # noqa: E402
+from qwen3guard_integrations import (
     Category,
     Level,
     Qwen3Guard,
     Qwen3StreamGuard,
     UnsafeContentError,
+    Verdict,
 )
-from qwen3guard_integrations.langchain import (  # noqa: E402
+from qwen3guard_integrations.langchain import (
     VERDICT_EVENT,
     AsyncQwen3GuardStreamCallback,
     Qwen3GuardStreamCallback,
@@ -283,7 +283,3 @@ def test_guard_chain_async_stream_events(guard: Qwen3Guard, sguard: Qwen3StreamG
     text, stages = asyncio.run(main())
     assert stages == ["prompt", "stream"]
     assert "hotwire" not in text and HOTWIRE_A.startswith(text)
-
-
-Verdict = Any  # for the annotations above (the real class is not needed at runtime)
-_ = UUID
