@@ -1,0 +1,70 @@
+"""Qwen3Guard for LangChain: guard Runnables, routing, stream callbacks, a hold-back stream stage,
+agent middleware and guarded tools.
+
+Needs the ``langchain`` extra (``pip install "qwen3guard-integrations[langchain]"``); importing
+this package without ``langchain-core`` raises :class:`~qwen3guard_integrations.MissingDependencyError`.
+
+- :class:`PromptGuard`, :class:`ResponseGuard`: pass-through checks before / after a model.
+- :func:`guard_chain`: prompt before, response after, stream during, for a whole chain.
+- :class:`Classify` and :func:`is_safe`, :func:`is_unsafe`, :func:`is_controversial`,
+  :func:`has_category`, :func:`is_blocked_by`: routing with ``RunnableBranch``.
+- :class:`Qwen3GuardStreamCallback` / :class:`AsyncQwen3GuardStreamCallback`: stop any chat
+  model's stream at the first blocked token.
+- :class:`StreamGuard`: an LCEL stage that releases only text the Stream head cleared.
+- :class:`Qwen3GuardMiddleware` for ``create_agent``; :func:`guard_tool` for other agents.
+- Verdicts: ``response_metadata["qwen3guard"]`` (:func:`message_verdicts`) and the
+  :data:`VERDICT_EVENT` custom event.
+"""
+
+from ..core.deps import require
+
+require("langchain_core", "langchain")
+
+from .callbacks import AsyncQwen3GuardStreamCallback, Qwen3GuardStreamCallback  # noqa: E402
+from .chain import GuardedChain, guard_chain  # noqa: E402
+from .guard_runnables import DEFAULT_REFUSAL, PromptGuard, ResponseGuard  # noqa: E402
+from .reporting import METADATA_KEY, VERDICT_EVENT, message_verdicts  # noqa: E402
+from .routing import (  # noqa: E402
+    Classify,
+    has_category,
+    is_blocked_by,
+    is_controversial,
+    is_safe,
+    is_unsafe,
+    verdict_of,
+)
+from .stream_stage import StreamGuard  # noqa: E402
+
+__all__ = [
+    "DEFAULT_REFUSAL",
+    "METADATA_KEY",
+    "VERDICT_EVENT",
+    "AsyncQwen3GuardStreamCallback",
+    "Classify",
+    "GuardedChain",
+    "PromptGuard",
+    "Qwen3GuardMiddleware",
+    "Qwen3GuardStreamCallback",
+    "ResponseGuard",
+    "StreamGuard",
+    "guard_chain",
+    "guard_tool",
+    "has_category",
+    "is_blocked_by",
+    "is_controversial",
+    "is_safe",
+    "is_unsafe",
+    "message_verdicts",
+    "verdict_of",
+]
+
+
+def __getattr__(name: str) -> object:
+    # the agent pieces need the ``langchain`` package itself, not only langchain-core
+    if name in ("Qwen3GuardMiddleware", "guard_tool"):
+        require("langchain", "langchain")
+        from .middleware import Qwen3GuardMiddleware
+        from .tools import guard_tool
+
+        return {"Qwen3GuardMiddleware": Qwen3GuardMiddleware, "guard_tool": guard_tool}[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

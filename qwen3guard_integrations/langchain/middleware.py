@@ -1,0 +1,298 @@
+"""``Qwen3GuardMiddleware``: Qwen3Guard for ``langchain.agents.create_agent``.
+
+```python
+agent = create_agent(model, tools, middleware=[Qwen3GuardMiddleware(guard)])
+```
+
+Checks, each switchable: the user's input before the model (prompt check, when the last message is
+the user's), the model's answer after it (response check in the conversation's context), every
+tool call the model asks for - its name and arguments, as the assistant's action in the context
+of the user's request - after the model and before any tool runs, and tool results before they go
+back to the model (as prompt-side content, so injected instructions and Jailbreak are caught).
+With a ``stream_guard`` the model's tokens are moderated by the Stream head as they stream.
+
+On a block, ``exit_behavior``: ``"end"`` stops the run with a violation message (an unsafe answer
+or tool call is replaced by it, so it never reaches the user or a tool; an injected tool result is
+replaced so no later turn reads it); ``"error"`` raises
+:class:`~qwen3guard_integrations.UnsafeContentError`; ``"replace"`` swaps the flagged message's
+content for the violation message and lets the run go on (an answer or tool call is replaced by
+the notice, without tool calls, so no tool runs; a flagged tool result is replaced and the model
+reads the notice instead). Verdicts are dispatched as
+:data:`~.reporting.VERDICT_EVENT` custom events and attached to the AI messages' metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+from langchain.agents.middleware.types import (
+    AgentMiddleware,
+    AgentState,
+    ModelRequest,
+    ModelResponse,
+    hook_config,
+)
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, ToolMessage
+
+from ..core.errors import InvalidInputError, UnsafeContentError
+from ..core.verdict import Verdict
+from ..guard import CheckItem, Qwen3Guard
+from ..stream_guard import Qwen3StreamGuard
+from .callbacks import AsyncQwen3GuardStreamCallback, Qwen3GuardStreamCallback
+from .convert import message_to_dict, text_of_content
+from .reporting import Stage, adispatch_verdict, current_config, dispatch_verdict, with_verdicts
+
+__all__ = ["DEFAULT_VIOLATION", "ExitBehavior", "Qwen3GuardMiddleware", "tool_call_text"]
+
+ExitBehavior = Literal["end", "error", "replace"]
+
+#: The violation message; ``{stage}``, ``{level}`` and ``{categories}`` are filled in.
+DEFAULT_VIOLATION = "Sorry, I can't continue: the {stage} was flagged as {level} ({categories})."
+
+_STAGE_WORDS = {
+    "prompt": "request",
+    "response": "answer",
+    "stream": "answer",
+    "tool_call": "tool call",
+    "tool_result": "tool result",
+}
+
+
+def tool_call_text(name: str, args: Any) -> str:
+    """How a tool call is shown to the guard: its name and JSON arguments."""
+    try:
+        shown = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        shown = str(args)
+    return f"Calling tool {name} with arguments {shown}"
+
+
+# one planned check: stage, index of the message it concerns, what to check
+_Plan = list[tuple[Stage, int, CheckItem]]
+
+
+class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
+    """Agent middleware; see the module docstring.
+
+    Args:
+        guard: the Gen :class:`~qwen3guard_integrations.Qwen3Guard` (its policy decides).
+        stream_guard: optional :class:`~qwen3guard_integrations.Qwen3StreamGuard`: moderate the
+            model's streamed tokens (through :class:`Qwen3GuardStreamCallback`) and stop at a trip.
+        check_input, check_output, check_tool_calls, check_tool_results: what to check.
+        exit_behavior: ``"end"`` (default), ``"error"`` or ``"replace"``.
+        violation_message: the text put in place of blocked content (see
+            :data:`DEFAULT_VIOLATION`).
+    """
+
+    def __init__(
+        self,
+        guard: Qwen3Guard,
+        *,
+        stream_guard: Qwen3StreamGuard | None = None,
+        check_input: bool = True,
+        check_output: bool = True,
+        check_tool_calls: bool = True,
+        check_tool_results: bool = True,
+        exit_behavior: ExitBehavior = "end",
+        violation_message: str = DEFAULT_VIOLATION,
+    ) -> None:
+        super().__init__()
+        if exit_behavior not in ("end", "error", "replace"):
+            raise InvalidInputError(
+                f"exit_behavior must be 'end', 'error' or 'replace', got {exit_behavior!r}"
+            )
+        self.guard = guard
+        self.stream_guard = stream_guard
+        self.check_input = check_input
+        self.check_output = check_output
+        self.check_tool_calls = check_tool_calls
+        self.check_tool_results = check_tool_results
+        self.exit_behavior = exit_behavior
+        self.violation_message = violation_message
+
+    # --- planning: what to check --------------------------------------------------------------
+    def _input_plan(self, messages: Sequence[BaseMessage]) -> _Plan:
+        plan: _Plan = []
+        last_ai = _last_index(messages, AIMessage)
+        if self.check_tool_results and last_ai is not None:
+            for i in range(last_ai + 1, len(messages)):
+                msg = messages[i]
+                if isinstance(msg, ToolMessage) and (text := text_of_content(msg.content)).strip():
+                    plan.append(("tool_result", i, text))
+        if self.check_input and messages and isinstance(messages[-1], HumanMessage):
+            plan.append(("prompt", len(messages) - 1, [message_to_dict(m) for m in messages]))
+        return plan
+
+    def _output_plan(self, messages: Sequence[BaseMessage]) -> _Plan:
+        plan: _Plan = []
+        idx = _last_index(messages, AIMessage)
+        if idx is None or idx != len(messages) - 1:
+            return plan
+        ai = messages[idx]
+        assert isinstance(ai, AIMessage)
+        convo = [message_to_dict(m) for m in messages[: idx + 1]]
+        if self.check_output and ai.text.strip():
+            plan.append(("response", idx, convo))
+        if self.check_tool_calls and ai.tool_calls:
+            user = _last_index(messages, HumanMessage)
+            context: Any = (
+                convo[: user + 1] if user is not None else [{"role": "user", "content": ""}]
+            )
+            for call in ai.tool_calls:
+                plan.append(
+                    ("tool_call", idx, (context, tool_call_text(call["name"], call["args"])))
+                )
+        return plan
+
+    # --- acting on the verdicts ---------------------------------------------------------------
+    def _violation_text(self, stage: Stage, verdict: Verdict) -> str:
+        cats = ", ".join(c.value for c in verdict.categories) or "no category"
+        try:
+            return self.violation_message.format(
+                stage=_STAGE_WORDS[stage], level=verdict.level.value, categories=cats
+            )
+        except (KeyError, IndexError):
+            return self.violation_message
+
+    def _act(
+        self, messages: Sequence[BaseMessage], plan: _Plan, verdicts: list[Verdict]
+    ) -> dict[str, Any] | None:
+        blocked = [(p, v) for p, v in zip(plan, verdicts) if self.guard.blocks(v)]
+        annotate = self._annotations(messages, plan, verdicts)
+        if not blocked:
+            return {"messages": annotate} if annotate else None
+        (stage, idx, _), verdict = blocked[0]
+        if self.exit_behavior == "error":
+            raise UnsafeContentError(verdict)
+        text = self._violation_text(stage, verdict)
+        target = messages[idx]
+        notice = with_verdicts(AIMessage(content=text), {stage: verdict})
+        if stage == "prompt":
+            if self.exit_behavior == "end":
+                return {"jump_to": "end", "messages": [notice]}
+            return {"messages": [target.model_copy(update={"content": text})]}
+        if stage == "tool_result":
+            # every flagged result is replaced, so the model (or a later turn) never reads one
+            fixed = [
+                messages[i].model_copy(update={"content": self._violation_text(s, v)})
+                for (s, i, _), v in blocked
+            ]
+            if self.exit_behavior == "end":
+                return {"jump_to": "end", "messages": [*fixed, notice]}
+            return {"messages": fixed}
+        # response / tool_call: the AI message is replaced (same id) by the notice
+        assert isinstance(target, AIMessage)
+        all_verdicts: dict[str, Verdict] = {
+            s: v for (s, i, _), v in zip(plan, verdicts) if i == idx
+        }
+        replaced = with_verdicts(
+            AIMessage(content=text, id=target.id, name=target.name), all_verdicts
+        )
+        if self.exit_behavior == "end":
+            return {"jump_to": "end", "messages": [replaced]}
+        return {"messages": [replaced]}
+
+    def _annotations(
+        self, messages: Sequence[BaseMessage], plan: _Plan, verdicts: list[Verdict]
+    ) -> list[AnyMessage]:
+        by_msg: dict[int, dict[str, Verdict]] = {}
+        for (stage, idx, _), verdict in zip(plan, verdicts):
+            if stage in ("response", "tool_call") and not self.guard.blocks(verdict):
+                by_msg.setdefault(idx, {})[stage] = verdict
+        return [with_verdicts(messages[i], vs) for i, vs in by_msg.items()]  # type: ignore[misc]
+
+    def _run(self, messages: Sequence[BaseMessage], plan: _Plan) -> dict[str, Any] | None:
+        if not plan:
+            return None
+        verdicts = self.guard.check_batch([item for _, _, item in plan])
+        config = current_config()
+        for (stage, _, _), v in zip(plan, verdicts):
+            dispatch_verdict(stage, v, self.guard.blocks(v), config)
+        return self._act(messages, plan, verdicts)
+
+    async def _arun(self, messages: Sequence[BaseMessage], plan: _Plan) -> dict[str, Any] | None:
+        if not plan:
+            return None
+        verdicts = await self.guard.acheck_batch([item for _, _, item in plan])
+        config = current_config()
+        for (stage, _, _), v in zip(plan, verdicts):
+            await adispatch_verdict(stage, v, self.guard.blocks(v), config)
+        return self._act(messages, plan, verdicts)
+
+    # --- hooks --------------------------------------------------------------------------------
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        """Check new tool results and the user's new input before the model is called."""
+        messages = list(state["messages"])
+        return self._run(messages, self._input_plan(messages))
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        """Async twin of :meth:`before_model`."""
+        messages = list(state["messages"])
+        return await self._arun(messages, self._input_plan(messages))
+
+    @hook_config(can_jump_to=["end"])
+    def after_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        """Check the model's answer and its tool calls before any tool runs."""
+        messages = list(state["messages"])
+        return self._run(messages, self._output_plan(messages))
+
+    @hook_config(can_jump_to=["end"])
+    async def aafter_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        """Async twin of :meth:`after_model`."""
+        messages = list(state["messages"])
+        return await self._arun(messages, self._output_plan(messages))
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ModelResponse[Any] | AIMessage:
+        """With a ``stream_guard``: moderate the model's tokens as they stream."""
+        if self.stream_guard is None:
+            return handler(request)
+        callback = Qwen3GuardStreamCallback(self.stream_guard, check_prompt=False)
+        try:
+            return handler(request.override(model=_with_callback(request.model, callback)))
+        except UnsafeContentError as exc:
+            return self._stream_violation(exc)
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelResponse[Any] | AIMessage:
+        """Async twin of :meth:`wrap_model_call`."""
+        if self.stream_guard is None:
+            return await handler(request)
+        callback = AsyncQwen3GuardStreamCallback(self.stream_guard, check_prompt=False)
+        try:
+            return await handler(request.override(model=_with_callback(request.model, callback)))
+        except UnsafeContentError as exc:
+            return self._stream_violation(exc)
+
+    def _stream_violation(self, exc: UnsafeContentError) -> AIMessage:
+        if self.exit_behavior == "error":
+            raise exc
+        text = self._violation_text("stream", exc.verdict)
+        return with_verdicts(AIMessage(content=text), {"stream": exc.verdict})
+
+
+def _last_index(messages: Sequence[BaseMessage], cls: type[BaseMessage]) -> int | None:
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], cls):
+            return i
+    return None
+
+
+def _with_callback(model: Any, callback: Any) -> Any:
+    """A shallow copy of the chat model with ``callback`` among its own callbacks."""
+    current = model.callbacks
+    if current is None or isinstance(current, list):
+        return model.model_copy(update={"callbacks": [*(current or []), callback]})
+    manager = current.copy()
+    manager.add_handler(callback, inherit=False)
+    return model.model_copy(update={"callbacks": manager})
