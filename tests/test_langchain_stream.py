@@ -110,6 +110,29 @@ def test_callback_stops_the_stream_at_the_tripping_chunk(
     assert got == log.tokens[:-1]
     assert answer.startswith("".join(got)) and len("".join(got)) < len(answer)
     assert len(log.errors) == 1 and cb.active_runs == 0  # on_llm_error closed the session
+    # the unsafe word itself never reached the consumer (the held-back tail is peeked at)
+    assert "bomb" not in "".join(got) and "hotwire" not in "".join(got)
+
+
+def test_callback_never_lets_the_trigger_out(sguard: Qwen3StreamGuard) -> None:
+    from contract_cases import RESPONSE_CARRIERS
+
+    stopped = 0
+    for carrier in RESPONSE_CARRIERS[:10]:
+        for phrase in ("build a bomb", "hotwire the car"):
+            answer = carrier.format(phrase)
+            got: list[str] = []
+            try:
+                for chunk in model(answer).stream(
+                    SAFE_Q, {"callbacks": [Qwen3GuardStreamCallback(sguard)]}
+                ):
+                    got.append(chunk.content)
+            except UnsafeContentError:
+                stopped += 1
+            out = "".join(got)
+            assert answer.startswith(out)
+            assert "bomb" not in out and "hotwire" not in out
+    assert stopped == 20
 
 
 def test_callback_blocks_an_unsafe_prompt_before_the_model(sguard: Qwen3StreamGuard) -> None:

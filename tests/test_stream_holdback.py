@@ -104,3 +104,34 @@ async def test_async_twins_release_the_same_text(guard: Qwen3StreamGuard) -> Non
         hb2 = HoldBack(s2)
         ref = [hb2.push(p).text for p in pieces] + [hb2.finish().text]
     assert out == ref and "".join(out) == text
+
+
+def test_peek_sees_the_held_back_tail_and_leaves_no_trace(guard: Qwen3StreamGuard) -> None:
+    text = "Sure, here is how you build a bomb at home, step by step."
+    words = text.split(" ")
+    words = [w + " " for w in words[:-1]] + [words[-1]]
+    trigger_at = next(k for k, w in enumerate(words) if "bomb" in w)
+    peeked: list[tuple[int, str, float]] = []
+    plain: list[tuple[int, str, float]] = []
+    with guard.session("Help me.", debounce=1) as a, guard.session("Help me.", debounce=1) as b:
+        first_seen: int | None = None
+        committed_at: int | None = None
+        for k, w in enumerate(words):
+            ua, ub = a.feed(w), b.feed(w)
+            peeked += [(t.token_id, t.level.value, t.probability) for t in ua.tokens]
+            plain += [(t.token_id, t.level.value, t.probability) for t in ub.tokens]
+            if committed_at is None and ua.blocked:
+                committed_at = k
+            state = (a.cached_tokens, a.response_ids, a.decision, a.verdict)
+            ahead = a.peek()
+            assert (a.cached_tokens, a.response_ids, a.decision, a.verdict) == state
+            if first_seen is None and ahead.blocked:
+                first_seen = k
+        peeked += [(t.token_id, t.level.value, t.probability) for t in a.finish().tokens]
+        plain += [(t.token_id, t.level.value, t.probability) for t in b.finish().tokens]
+    # the peek flags the trigger while the re-tokenizer still holds it; feeding alone is later
+    assert first_seen == trigger_at
+    assert committed_at is not None and committed_at > trigger_at
+    # and the peeked session went on exactly like one that never peeked
+    assert [(i, lv) for i, lv, _ in peeked] == [(i, lv) for i, lv, _ in plain]
+    assert max(abs(p - q) for (_, _, p), (_, _, q) in zip(peeked, plain)) < 1e-5

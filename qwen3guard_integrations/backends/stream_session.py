@@ -10,6 +10,8 @@ runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import copy
+import inspect
 import threading
 import time
 from collections.abc import Sequence
@@ -207,6 +209,39 @@ class StreamSession:
             self._check_open()
             return self._run(self._retok.finish())
 
+    def peek(self) -> StreamUpdate:
+        """Moderate the text the re-tokenizer holds back, without committing it.
+
+        For consumers that cannot hold text back (a callback that can only stop the stream):
+        the held-back tail is tokenized as it stands, run on the KV cache, and rolled back, so
+        the session is exactly as before. The update tells what the tail's tokens would trip
+        now; its tokens' ids may differ from the ids the tail gets once more text arrives.
+        """
+        with self._lock:
+            self._check_open()
+            tail = self._retok.encode(self._retok.pending_text) if self._retok.pending_text else []
+            if not tail:
+                return StreamUpdate(
+                    (), len(self._counted_at), self.decision, self._verdict, self.blocked, False
+                )
+            cached = self.cached_tokens
+            saved = (
+                copy.copy(self._debounce),
+                copy.copy(self._filter),
+                len(self._ids_seen),
+                len(self._counted_at),
+                self._verdict,
+            )
+            try:
+                return self._run(tail)
+            finally:
+                debounce, filt, n_seen, n_counted, verdict = saved
+                self._debounce, self._filter, self._verdict = debounce, filt, verdict
+                del self._ids_seen[n_seen:]
+                del self._counted_at[n_counted:]
+                if self._cache is not None and self.cached_tokens > cached:
+                    _crop(self._cache, cached)
+
     def close(self) -> None:
         """Free the KV cache. Feeding afterwards raises :class:`SessionClosedError`."""
         with self._lock:
@@ -276,6 +311,16 @@ class StreamSession:
         )
 
 
+def _crop(cache: Any, keep: int) -> None:
+    """Cut a ``DynamicCache`` back to ``keep`` positions (``crop`` takes the number of tokens to
+    remove, negative, in transformers 5; the length to keep before)."""
+    params = inspect.signature(cache.crop).parameters
+    if "tokens_to_remove" in params:
+        cache.crop(-(int(cache.get_seq_length()) - keep))
+    else:
+        cache.crop(keep)
+
+
 def _think_filter(tokenizer: Any, mode: ThinkMode) -> ThinkFilter:
     unk = getattr(tokenizer, "unk_token_id", None)
 
@@ -332,6 +377,10 @@ class AsyncStreamSession:
     async def afeed(self, piece: str | int | Sequence[int]) -> StreamUpdate:
         """:meth:`StreamSession.feed` in a worker thread."""
         return await asyncio.to_thread(self.session.feed, piece)
+
+    async def apeek(self) -> StreamUpdate:
+        """:meth:`StreamSession.peek` in a worker thread."""
+        return await asyncio.to_thread(self.session.peek)
 
     async def afinish(self) -> StreamUpdate:
         """:meth:`StreamSession.finish` in a worker thread."""

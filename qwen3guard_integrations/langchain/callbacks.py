@@ -8,9 +8,13 @@ Per run (``run_id``) the handler opens a Stream session at ``on_chat_model_start
 decision. LangChain calls ``on_llm_new_token`` before it yields the chunk, so that chunk never
 reaches the consumer; ``raise_error = True`` makes the error propagate instead of being logged.
 
-Text pieces are re-tokenized into the Stream model's tokens, and a word that may still grow is
-held until the next piece, so a trip can land one chunk after the token that completes it; the
-hold-back :class:`~.stream_stage.StreamGuard` is the stage that never releases unchecked text.
+A callback cannot hold text back, only stop the stream, so it never waits for later tokens: it
+blocks at the first token the policy blocks (``debounce=1`` by default), and after each piece it
+also moderates, speculatively, the text the re-tokenizer still holds back (a word that may still
+grow; :meth:`StreamSession.peek`). So the chunk that carries the first unsafe token is the one
+that raises, and it never reaches the consumer. (With ``debounce > 1`` the chunks before the
+tripping one, which may hold the first flagged tokens, are already out; the hold-back
+:class:`~.stream_stage.StreamGuard` debounces without releasing anything unchecked.)
 
 Without streaming (``invoke``) no tokens arrive: the whole answer is moderated at
 ``on_llm_end``, and a block raises there, before ``invoke`` returns. The session is closed on
@@ -19,6 +23,7 @@ end, on error and on cancellation (LangChain reports both as ``on_llm_error``).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,7 +80,7 @@ class _Base:
         *,
         check_prompt: bool = True,
         policy: Policy | None = None,
-        debounce: int | None = None,
+        debounce: int | None = 1,
         on_verdict: VerdictHook | None = None,
     ) -> None:
         self.stream_guard = stream_guard
@@ -108,6 +113,15 @@ class _Base:
             self._runs[run_id] = _Run(session)
         return True
 
+    @staticmethod
+    def _feed_ahead(session: Any, text: str) -> Any:
+        """Feed ``text``; unless that blocks, also moderate the held-back tail (no commit)."""
+        update = session.feed(text)
+        if update.blocked:
+            return update
+        ahead = session.peek()
+        return ahead if ahead.blocked else update
+
     def _get(self, run_id: UUID) -> _Run | None:
         with self._lock:
             return self._runs.get(run_id)
@@ -123,7 +137,8 @@ class Qwen3GuardStreamCallback(_Base, BaseCallbackHandler):
     Args:
         stream_guard: the :class:`~qwen3guard_integrations.Qwen3StreamGuard`.
         check_prompt: raise when the prompt verdict is blocked (before the model runs).
-        policy, debounce: override the stream guard's defaults for these sessions.
+        policy: overrides the stream guard's policy for these sessions.
+        debounce: consecutive flagged tokens that block (default 1: see the module docstring).
         on_verdict: called with ``(run_id, stage, verdict)`` for the prompt verdict and a
             response trip.
     """
@@ -157,7 +172,7 @@ class Qwen3GuardStreamCallback(_Base, BaseCallbackHandler):
         run = self._get(run_id)
         if run is None or not text:
             return
-        update = run.session.feed(text)
+        update = self._feed_ahead(run.session, text)
         run.fed = True
         if update.blocked:
             self._stop(run_id, update.verdict)
@@ -222,7 +237,7 @@ class AsyncQwen3GuardStreamCallback(_Base, AsyncCallbackHandler):
         run = self._get(run_id)
         if run is None or not text:
             return
-        update = await run.session.afeed(text)
+        update = await asyncio.to_thread(self._feed_ahead, run.session.session, text)
         run.fed = True
         if update.blocked:
             await self._stop(run_id, update.verdict)
