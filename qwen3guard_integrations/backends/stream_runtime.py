@@ -8,6 +8,8 @@ no per-session state and is safe to call from several threads at once (each call
 
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +69,8 @@ class StreamRunner:
             and all(t == "full_attention" for t in (getattr(cfg, "layer_types", None) or []))
             and hasattr(self._torch.nn.functional, "rms_norm")
         )
+        self._step: Any = None
+        self._step_lock = threading.Lock()
 
     def new_cache(self) -> Any:
         """An empty KV cache for one session."""
@@ -88,57 +92,41 @@ class StreamRunner:
             out.append(t)
         return out
 
-    def forward(self, ids: list[int], cache: Any) -> tuple[Any, Any, Any, Any]:
+    def forward(
+        self, ids: list[int], cache: Any, *, query: bool = True
+    ) -> tuple[Any, Any, Any, Any]:
         """Run ``ids`` after what ``cache`` holds; return the four logits tensors ``[T, n]``
-        (float32, on the CPU) and extend ``cache`` in place."""
+        (float32, on the CPU) and extend ``cache`` in place. With ``query=False`` only the
+        response head path runs (the last two entries are None): response tokens need no more.
+        """
         torch = self._torch
         with torch.inference_mode():
-            if len(ids) == 1 and self._lean and cache.get_seq_length() > 0:
-                hidden = self._one_token(ids[0], cache)
+            step = self._lean_step()
+            if len(ids) == 1 and step is not None and cache.get_seq_length() > 0:
+                hidden = step(ids[0], cache)
             else:
                 x = torch.tensor([ids], dtype=torch.long, device=self.loaded.device)
                 out = self.model.model(input_ids=x, use_cache=True, **{self._kw: cache})
                 hidden = out.last_hidden_state[0]
-            heads = self.model.heads(hidden)
-        return tuple(h.float().cpu() for h in heads)  # type: ignore[return-value]
+            if query:
+                heads = self.model.heads(hidden)
+            elif step is not None:
+                heads = step.response_heads(hidden)
+            else:
+                m = self.model
+                r = m.risk_level_category_layernorm(m.risk_level_category_pre(hidden))
+                heads = (m.risk_level_head(r), m.category_head(r))
+        out4 = [h.float().cpu() for h in heads] + [None] * (4 - len(heads))
+        return tuple(out4)  # type: ignore[return-value]
 
-    def _one_token(self, token: int, cache: Any) -> Any:
-        """The backbone for one new token, without the generic forward's per-call machinery.
+    def _lean_step(self) -> Any:
+        if self._lean and self._step is None:
+            from .stream_lean import LeanStep
 
-        Streams feed one token at a time, and at small sizes the generic forward's Python work
-        (mask building, wrappers, module dispatch) costs more than the arithmetic. This does the
-        same arithmetic as ``Qwen3Model`` (same weights, RMSNorm in float32, the module's own
-        rotary embedding, the same cache object), so the multi-token path can continue from it.
-        Returns the final hidden state ``[1, hidden]``.
-        """
-        torch = self._torch
-        F = torch.nn.functional
-        m = self.model.model
-        dev = m.embed_tokens.weight.device
-        pos = torch.tensor([[cache.get_seq_length()]], device=dev)
-        h = F.embedding(torch.tensor([[token]], device=dev), m.embed_tokens.weight)
-        cos, sin = m.rotary_emb(h, pos)
-        for i, layer in enumerate(m.layers):
-            attn = layer.self_attn
-            x = _rms(F, layer.input_layernorm, h)
-            q = F.linear(x, attn.q_proj.weight, attn.q_proj.bias).view(1, 1, -1, attn.head_dim)
-            k = F.linear(x, attn.k_proj.weight, attn.k_proj.bias).view(1, 1, -1, attn.head_dim)
-            v = F.linear(x, attn.v_proj.weight, attn.v_proj.bias).view(1, 1, -1, attn.head_dim)
-            q = _rms(F, attn.q_norm, q).transpose(1, 2)
-            k = _rms(F, attn.k_norm, k).transpose(1, 2)
-            q, k = _rope(q, k, cos, sin)
-            keys, values = cache.update(k, v.transpose(1, 2), i)
-            o = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling, enable_gqa=True)
-            h = h + F.linear(
-                o.transpose(1, 2).reshape(1, 1, -1), attn.o_proj.weight, attn.o_proj.bias
-            )
-            x = _rms(F, layer.post_attention_layernorm, h)
-            mlp = layer.mlp
-            gate = F.linear(x, mlp.gate_proj.weight)
-            h = h + F.linear(
-                mlp.act_fn(gate) * F.linear(x, mlp.up_proj.weight), mlp.down_proj.weight
-            )
-        return _rms(F, m.norm, h)[0]
+            with self._step_lock:
+                if self._step is None:
+                    self._step = LeanStep(self.model, self._torch)
+        return self._step
 
     def rows(
         self,
@@ -148,6 +136,8 @@ class StreamRunner:
         cats: tuple[Category, ...],
     ) -> HeadRows:
         """Softmax and arg-max of one head path's logits ``[T, n]``."""
+        if risk_logits.shape[0] <= 32:  # a few rows: plain Python beats a dozen tensor ops
+            return _rows_py(risk_logits.tolist(), cat_logits.tolist(), levels, cats)
         torch = self._torch
         rp = torch.softmax(risk_logits, dim=-1)
         cp = torch.softmax(cat_logits, dim=-1)
@@ -173,21 +163,27 @@ class StreamRunner:
         return self.rows(logits[2], logits[3], lab.query_risk, lab.query_category)
 
 
-def _rms(F: Any, norm: Any, x: Any) -> Any:
-    """Qwen3RMSNorm's arithmetic: normalise in float32, cast back, scale by the weight."""
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
-    if x.dtype == norm.weight.dtype == require("torch").float32:
-        return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)  # one fused op
-    y = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)
-    return norm.weight * y.to(x.dtype)
+def _softmax(row: list[float]) -> list[float]:
+    top = max(row)
+    exps = [math.exp(v - top) for v in row]
+    total = sum(exps)
+    return [e / total for e in exps]
 
 
-def _rope(q: Any, k: Any, cos: Any, sin: Any) -> Any:
-    """Rotary embedding, as ``apply_rotary_pos_emb`` with heads on dim 1."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-
-    def rot(x: Any) -> Any:
-        half = x.shape[-1] // 2
-        return require("torch").cat((-x[..., half:], x[..., :half]), dim=-1)
-
-    return q * cos + rot(q) * sin, k * cos + rot(k) * sin
+def _rows_py(
+    risk: list[list[float]],
+    cat: list[list[float]],
+    levels: tuple[Level, ...],
+    cats: tuple[Category, ...],
+) -> HeadRows:
+    rps = [_softmax(r) for r in risk]
+    cps = [_softmax(c) for c in cat]
+    r_idx = [max(range(len(p)), key=p.__getitem__) for p in rps]
+    c_idx = [max(range(len(p)), key=p.__getitem__) for p in cps]
+    return HeadRows(
+        levels=tuple(levels[i] for i in r_idx),
+        level_probs=tuple(p[i] for p, i in zip(rps, r_idx)),
+        categories=tuple(cats[i] for i in c_idx),
+        category_probs=tuple(p[i] for p, i in zip(cps, c_idx)),
+        scores=tuple({lv: p[k] for k, lv in enumerate(levels)} for p in rps),
+    )

@@ -273,7 +273,9 @@ class StreamSession:
         tokens: list[TokenResult] = []
         tripped = False
         if to_feed:
-            rows = self._runner.response_rows(self._runner.forward(to_feed, self._cache))
+            rows = self._runner.response_rows(
+                self._runner.forward(to_feed, self._cache, query=False)
+            )
             for k, p in enumerate(count_pos):
                 tok = TokenResult(
                     token_id=to_feed[p],
