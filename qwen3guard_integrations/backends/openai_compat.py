@@ -8,17 +8,15 @@ scores from ``logprobs``. :meth:`OpenAIGenBackend.health` reads ``/health`` and 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ..core.deps import require
 from ..core.errors import BackendError
-from .base import BackendHealth
 from .gen_verdicts import GenAnswer
 from .remote import RemoteGenBackend
-from .remote_http import HttpResult, aget, apost_json, get, post_json, raise_for_status
+from .remote_http import HttpResult, apost_json, get, post_json, raise_for_status
 from .remote_protocol import RetryPolicy, openai_answer, openai_body
 
 __all__ = ["DEFAULT_INPUT_TOKENS", "OpenAIGenBackend", "api_base", "model_context"]
@@ -154,62 +152,18 @@ class OpenAIGenBackend(RemoteGenBackend):
         raise_for_status(res, backend=self.name, endpoint=self.base)
         return res.json(backend=self.name, endpoint=self.base)
 
-    def _health_from(self, res: HttpResult, models: Any, start: float) -> BackendHealth:
-        ids = [m.get("id") for m in (models or {}).get("data", []) if isinstance(m, dict)]
-        served = self.model in ids
-        ok = res.status == 200 and served
-        error = None
-        if res.status != 200:
-            error = f"/health answered {res.status}"
-        elif not served:
-            error = f"model {self.model!r} is not served here (served: {ids})"
-        info = {"models": ids, "max_model_len": model_context(models, self.model)}
-        return BackendHealth(ok, self.name, self.base, res.status, info, error, _ms(start))
+    def _health_routes(self) -> tuple[str, str]:
+        return self._root() + "/health", self.base + "/models"
 
-    def health(self) -> BackendHealth:
-        """``GET /health`` (server root) and ``/v1/models``: ok when ready and serving ``model``."""
-        start = time.perf_counter()
-        try:
-            res = get(self._http, self._root() + "/health", backend=self.name, endpoint=self.base)
-            models = self.models() if res.status == 200 else None
-        except BackendError as exc:
-            return BackendHealth(
-                False,
-                self.name,
-                self.base,
-                getattr(exc, "status", None),
-                error=str(exc),
-                latency_ms=_ms(start),
-            )
-        return self._health_from(res, models, start)
-
-    async def ahealth(self) -> BackendHealth:
-        """Async twin of :meth:`health`."""
-        start = time.perf_counter()
-        http = self._state_for_loop()["http"]
-        try:
-            res = await aget(http, self._root() + "/health", backend=self.name, endpoint=self.base)
-            models = None
-            if res.status == 200:
-                got = await aget(http, self.base + "/models", backend=self.name, endpoint=self.base)
-                raise_for_status(got, backend=self.name, endpoint=self.base)
-                models = got.json(backend=self.name, endpoint=self.base)
-        except BackendError as exc:
-            return BackendHealth(
-                False,
-                self.name,
-                self.base,
-                getattr(exc, "status", None),
-                error=str(exc),
-                latency_ms=_ms(start),
-            )
-        return self._health_from(res, models, start)
+    def _health_info(self, data: Any) -> tuple[dict[str, Any], str | None]:
+        entries = data.get("data") if isinstance(data, dict) else None
+        ids = [m.get("id") for m in entries or [] if isinstance(m, dict)]
+        info = {"models": ids, "max_model_len": model_context(data, self.model)}
+        if self.model not in ids:
+            return info, f"model {self.model!r} is not served here (served: {ids})"
+        return info, None
 
     def close(self) -> None:
         """Close the sync HTTP client and workers."""
         super().close()
         self._http.close()
-
-
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000

@@ -36,6 +36,7 @@ from ..core.verdict import Verdict
 from .base import BackendHealth
 from .gen_prompt import LEVEL_WORDS, GenPrompt, GenPromptEncoder
 from .gen_verdicts import GenAnswer, verdict_from_answers
+from .remote_http import aget, get, raise_for_status
 from .remote_prompt import PromptRenderer
 from .remote_protocol import RETRY_STATUSES, LabelTokens, RetryPolicy
 
@@ -62,12 +63,15 @@ def transport_error(exc: BaseException, *, backend: str, endpoint: str) -> Backe
 class RemoteGenBackend:
     """Base of the serving backends; see the module docstring.
 
-    Subclasses set ``name`` and implement :meth:`_send` and :meth:`_asend` (one request for one
-    window, raising :class:`BackendHTTPError` with ``retry_headers`` for error statuses).
+    Subclasses set ``name``, an ``httpx.Client`` as ``_http`` (and ``"http"``, an
+    ``httpx.AsyncClient``, in their per-loop state), and implement :meth:`_send` and
+    :meth:`_asend` (one request for one window, raising :class:`BackendHTTPError` with
+    ``retry_headers`` for error statuses) and the two health hooks.
     """
 
     name = "remote"
     endpoint: str | None
+    _http: Any  # an httpx.Client, set by the subclass
     #: the guard calls this backend directly instead of micro-batching (it does its own fan-out)
     coalesce = False
 
@@ -118,12 +122,12 @@ class RemoteGenBackend:
     async def _asend(self, window: Sequence[int], fast: bool, state: dict[str, Any]) -> GenAnswer:
         raise NotImplementedError
 
-    def health(self) -> BackendHealth:
-        """Read the server's health and info routes."""
+    def _health_routes(self) -> tuple[str, str]:
+        """The URLs of the health route and of the info route."""
         raise NotImplementedError
 
-    async def ahealth(self) -> BackendHealth:
-        """Async twin of :meth:`health`."""
+    def _health_info(self, data: Any) -> tuple[dict[str, Any], str | None]:
+        """The info route's answer as ``BackendHealth.info``, and why it is not ok (or None)."""
         raise NotImplementedError
 
     def _new_loop_state(self) -> dict[str, Any]:
@@ -183,6 +187,55 @@ class RemoteGenBackend:
         if state is not None:
             await self._close_loop_state(state)
         self.close()
+
+    # --- health --------------------------------------------------------------------------------
+
+    def health(self) -> BackendHealth:
+        """Read the server's health route, then its info route: ``ok`` when ready to serve."""
+        start = time.perf_counter()
+        health_url, info_url = self._health_routes()
+        where = {"backend": self.name, "endpoint": self.endpoint or ""}
+        try:
+            res = get(self._http, health_url, **where)
+            data = None
+            if res.status == 200:
+                got = get(self._http, info_url, **where)
+                raise_for_status(got, **where)
+                data = got.json(**where)
+        except BackendError as exc:
+            return self._health_failed(exc, start)
+        return self._health_from(res.status, data, start)
+
+    async def ahealth(self) -> BackendHealth:
+        """Async twin of :meth:`health`."""
+        start = time.perf_counter()
+        health_url, info_url = self._health_routes()
+        where = {"backend": self.name, "endpoint": self.endpoint or ""}
+        http = self._state_for_loop()["http"]
+        try:
+            res = await aget(http, health_url, **where)
+            data = None
+            if res.status == 200:
+                got = await aget(http, info_url, **where)
+                raise_for_status(got, **where)
+                data = got.json(**where)
+        except BackendError as exc:
+            return self._health_failed(exc, start)
+        return self._health_from(res.status, data, start)
+
+    def _health_failed(self, exc: BackendError, start: float) -> BackendHealth:
+        return BackendHealth(
+            False, self.name, self.endpoint, exc.status, error=str(exc), latency_ms=_ms(start)
+        )
+
+    def _health_from(self, status: int, data: Any, start: float) -> BackendHealth:
+        if status != 200:
+            error: str | None = f"the health route answered {status}"
+            return BackendHealth(False, self.name, self.endpoint, status, {}, error, _ms(start))
+        info, error = self._health_info(data)
+        return BackendHealth(
+            error is None, self.name, self.endpoint, status, info, error, _ms(start)
+        )
 
     # --- engine --------------------------------------------------------------------------------
 
@@ -279,6 +332,10 @@ class RemoteGenBackend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.endpoint!r}, model={self.model_id!r})"
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
 
 
 def _outcome(future: Any) -> GenAnswer | Exception:

@@ -10,16 +10,14 @@ input limit and ``max_client_batch_size`` (which bounds the concurrent requests)
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from ..core.deps import require
 from ..core.errors import BackendError, BackendProtocolError
-from .base import BackendHealth
 from .gen_verdicts import GenAnswer
 from .remote import RemoteGenBackend, transport_error
-from .remote_http import aget, get, raise_for_status
+from .remote_http import get, raise_for_status
 from .remote_protocol import RetryPolicy, error_from_body, tgi_answer, tgi_body
 
 __all__ = ["DEFAULT_INPUT_TOKENS", "TGIGenBackend", "tgi_limits"]
@@ -187,61 +185,13 @@ class TGIGenBackend(RemoteGenBackend):
             raise BackendProtocolError("tgi /info is not a JSON object", backend=self.name)
         return data
 
-    def health(self) -> BackendHealth:
-        """``GET /health`` and ``/info``: ``ok`` when the server says it is ready."""
-        start = time.perf_counter()
-        try:
-            res = get(self._http, self.url + "/health", backend=self.name, endpoint=self.url)
-            info = self.info() if res.status == 200 else {}
-        except BackendError as exc:
-            return BackendHealth(
-                False,
-                self.name,
-                self.url,
-                getattr(exc, "status", None),
-                error=str(exc),
-                latency_ms=_ms(start),
-            )
-        return BackendHealth(
-            res.status == 200,
-            self.name,
-            self.url,
-            res.status,
-            info,
-            None if res.status == 200 else f"/health answered {res.status}",
-            _ms(start),
-        )
+    def _health_routes(self) -> tuple[str, str]:
+        return self.url + "/health", self.url + "/info"
 
-    async def ahealth(self) -> BackendHealth:
-        """Async twin of :meth:`health`."""
-        start = time.perf_counter()
-        http = self._state_for_loop()["http"]
-        try:
-            res = await aget(http, self.url + "/health", backend=self.name, endpoint=self.url)
-            info: dict[str, Any] = {}
-            if res.status == 200:
-                got = await aget(http, self.url + "/info", backend=self.name, endpoint=self.url)
-                raise_for_status(got, backend=self.name, endpoint=self.url)
-                data = got.json(backend=self.name, endpoint=self.url)
-                info = data if isinstance(data, dict) else {}
-        except BackendError as exc:
-            return BackendHealth(
-                False,
-                self.name,
-                self.url,
-                getattr(exc, "status", None),
-                error=str(exc),
-                latency_ms=_ms(start),
-            )
-        return BackendHealth(
-            res.status == 200,
-            self.name,
-            self.url,
-            res.status,
-            info,
-            None if res.status == 200 else f"/health answered {res.status}",
-            _ms(start),
-        )
+    def _health_info(self, data: Any) -> tuple[dict[str, Any], str | None]:
+        if not isinstance(data, dict):
+            return {}, "/info is not a JSON object"
+        return data, None
 
     def close(self) -> None:
         """Close the sync HTTP clients and workers."""
@@ -254,7 +204,3 @@ def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     return obj
-
-
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
