@@ -34,8 +34,9 @@ class GenBackend(Protocol):
     """Anything that turns conversations into Gen verdicts.
 
     ``check_batch`` returns one entry per conversation, in order: a :class:`Verdict`, or the
-    exception that item failed with (bad input, an unparsable answer). A failure of the backend
-    as a whole (model crashed, server down) is raised instead.
+    exception that item failed with (bad input, an unparsable answer, a failed request). A
+    failure of the backend as a whole (model crashed) may be raised instead; the guard turns
+    either into a raised error (fail-closed) or a degraded verdict (fail-open).
     """
 
     name: str
