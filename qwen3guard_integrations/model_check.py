@@ -36,6 +36,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face Hub (``$HF_ENDPOINT`` or huggingface.co) accepts a connection."""
     if _offline_env():
         return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # behind a proxy a direct probe says nothing: let the Hub client try
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     host = url.hostname or "huggingface.co"
     port = url.port or (80 if url.scheme == "http" else 443)
