@@ -15,7 +15,7 @@ __all__ = ["main"]
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(gen_model=args.gen_model, stream_model=args.stream_model)
+    return run_demo(gen_model=args.gen_model, stream_model=args.stream_model, device=args.device)
 
 
 def _guard(args: argparse.Namespace) -> Any:
@@ -79,13 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``qwen3guard``."""
     parser = argparse.ArgumentParser(prog="qwen3guard", description="Qwen3Guard safety checks.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the guard models over a few built-in examples")
-    demo.add_argument(
-        "--gen-model", help="Gen checkpoint (path or Hub id); default: tiny test model"
+    demo = sub.add_parser(
+        "demo",
+        help="a guarded LCEL chain, a stream stopped mid-answer and a screened agent tool call",
+        description="Exit code 0, or 2 when a model cannot be loaded.",
     )
     demo.add_argument(
-        "--stream-model", help="Stream checkpoint (path or Hub id); default: tiny test model"
+        "--gen-model",
+        default="Qwen/Qwen3Guard-Gen-0.6B",
+        help="Gen checkpoint: Hub id or local folder (default: %(default)s)",
     )
+    demo.add_argument(
+        "--stream-model",
+        default="Qwen/Qwen3Guard-Stream-0.6B",
+        help="Stream checkpoint: Hub id or local folder (default: %(default)s)",
+    )
+    demo.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     demo.set_defaults(func=_demo)
     check = sub.add_parser(
         "check",
@@ -122,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("--timeout", type=float, default=30.0, help="request timeout in seconds")
     check.set_defaults(func=_check)
+    from .eval.command import add_eval_parser
+
+    add_eval_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -1,0 +1,111 @@
+"""Reading Qwen3GuardTest-format records (JSON Lines).
+
+One JSON object per line:
+
+- ``message``: the conversation, a list of ``{"role": "user" | "assistant" | "system",
+  "content": str}``. The last message decides the mode: user -> prompt moderation,
+  assistant -> response moderation.
+- ``label``: the gold level, ``"Safe"``, ``"Unsafe"`` or ``"Controversial"`` (only ``"Unsafe"``
+  is a positive in the metrics).
+- ``unsafe_start_index`` / ``unsafe_end_index`` (optional; Unsafe responses, Stream timeliness):
+  the annotated unsafe span as inclusive token positions of the whole conversation rendered with
+  the Stream tokenizer's chat template (``add_generation_prompt=False``, ``enable_thinking=False``).
+
+Every other field is kept and copied to the results file. Bad records raise
+:class:`~qwen3guard_integrations.InvalidInputError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import InvalidInputError
+from ..core.labels import Level
+
+__all__ = ["EvalRecord", "load_records"]
+
+_ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One benchmark record: the conversation, its gold label and the optional unsafe span."""
+
+    messages: tuple[dict[str, str], ...]
+    label: str
+    unsafe_start: int | None = None
+    unsafe_end: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def mode(self) -> str:
+        """``"prompt"`` when the last message is the user's, else ``"response"``."""
+        return "prompt" if self.messages[-1]["role"] == "user" else "response"
+
+    @property
+    def has_span(self) -> bool:
+        """Whether the record carries an annotated unsafe span."""
+        return self.unsafe_start is not None and self.unsafe_end is not None
+
+
+def _fail(where: str, why: str) -> InvalidInputError:
+    return InvalidInputError(f"{where}: {why}")
+
+
+def _record(obj: Any, where: str) -> EvalRecord:
+    if not isinstance(obj, dict):
+        raise _fail(where, "each line must be a JSON object")
+    msgs = obj.get("message", obj.get("messages"))
+    if not isinstance(msgs, list) or not msgs:
+        raise _fail(where, "'message' must be a non-empty list of {role, content} objects")
+    out: list[dict[str, str]] = []
+    for m in msgs:
+        if not isinstance(m, dict) or m.get("role") not in _ROLES:
+            raise _fail(where, f"bad message {m!r}: role must be one of {_ROLES}")
+        if not isinstance(m.get("content"), str):
+            raise _fail(where, f"message content must be a string, got {m.get('content')!r}")
+        out.append({"role": m["role"], "content": m["content"]})
+    if out[-1]["role"] == "system":
+        raise _fail(where, "the last message must be the user's or the assistant's")
+    label = obj.get("label")
+    try:
+        Level.parse(label) if isinstance(label, str) else None
+    except ValueError:
+        label = None
+    if not isinstance(label, str):
+        raise _fail(
+            where, f"'label' must be Safe, Unsafe or Controversial, got {obj.get('label')!r}"
+        )
+    start, end = obj.get("unsafe_start_index"), obj.get("unsafe_end_index")
+    for name, v in (("unsafe_start_index", start), ("unsafe_end_index", end)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise _fail(where, f"{name} must be a non-negative int, got {v!r}")
+    if (start is None) != (end is None):
+        raise _fail(where, "give both unsafe_start_index and unsafe_end_index, or neither")
+    if start is not None and end is not None and start > end:
+        raise _fail(where, f"unsafe_start_index {start} is after unsafe_end_index {end}")
+    return EvalRecord(tuple(out), Level.parse(label).value, start, end, raw=obj)
+
+
+def load_records(path: str | os.PathLike[str]) -> list[EvalRecord]:
+    """Read and validate every record of a JSON Lines file (blank lines are skipped)."""
+    records: list[EvalRecord] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{n}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise _fail(where, f"not JSON ({exc.msg})") from exc
+                records.append(_record(obj, where))
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not records:
+        raise InvalidInputError(f"{path}: no records")
+    return records
