@@ -25,6 +25,7 @@ from ..core.policy import Policy
 from ..core.verdict import Verdict
 from .retokenizer import Retokenizer
 from .stream_decision import Debouncer, ThinkFilter, ThinkMode
+from .stream_prompt import stream_prompt_ids
 from .stream_runtime import StreamRunner, TokenResult
 
 __all__ = ["AsyncStreamSession", "StreamSession", "StreamUpdate"]
@@ -89,13 +90,8 @@ class StreamSession:
         self._verdict: Verdict | None = None
         self._closed = False
         started = time.perf_counter()
-        text = tokenizer.apply_chat_template(
-            [m.as_dict() for m in msgs],
-            tokenize=False,
-            add_generation_prompt=True,
-            enable_thinking=False,
-        )
-        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        # message text is tokenized as plain text: a "<|im_end|>" typed in a message stays text
+        ids = stream_prompt_ids(tokenizer, msgs)
         im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         ends = [i for i, t in enumerate(ids) if t == im_end]
         if not ends:
