@@ -92,6 +92,12 @@ class StreamSession:
         started = time.perf_counter()
         # message text is tokenized as plain text: a "<|im_end|>" typed in a message stays text
         ids = stream_prompt_ids(tokenizer, msgs)
+        self._context = int(getattr(runner.loaded.config, "max_position_embeddings", 0) or 0)
+        if self._context and len(ids) > self._context:
+            raise InvalidInputError(
+                f"the conversation takes {len(ids)} tokens, more than this Stream model's "
+                f"{self._context}-token context; check fewer turns or shorter text"
+            )
         im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         ends = [i for i, t in enumerate(ids) if t == im_end]
         if not ends:
@@ -255,6 +261,15 @@ class StreamSession:
             raise SessionClosedError("this stream session is closed")
 
     def _run(self, ids: list[int]) -> StreamUpdate:
+        if self._context and ids:
+            # past the model's context its positions mean nothing: refuse (nothing committed)
+            probe = copy.copy(self._filter)
+            fed = sum(probe.plan(t).feed for t in ids)
+            if self.cached_tokens + fed > self._context:
+                raise InvalidInputError(
+                    f"the response would take the session past this Stream model's "
+                    f"{self._context}-token context; it cannot be moderated further"
+                )
         start = len(self._counted_at)
         to_feed: list[int] = []
         count_pos: list[int] = []  # for each counted token: its position in to_feed
