@@ -203,13 +203,13 @@ class StreamSession:
                     raise InvalidInputError(
                         "token ids fed while re-tokenized text is held back: call finish() first"
                     )
-            return self._run(ids)
+            return self._commit(ids)
 
     def finish(self) -> StreamUpdate:
         """Flush the text held back by the re-tokenizer and moderate it."""
         with self._lock:
             self._check_open()
-            return self._run(self._retok.finish())
+            return self._commit(self._retok.finish())
 
     def peek(self) -> StreamUpdate:
         """Moderate the text the re-tokenizer holds back, without committing it.
@@ -258,7 +258,20 @@ class StreamSession:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise SessionClosedError("this stream session is closed")
+            raise SessionClosedError(
+                "this stream session is closed (or a failed feed closed it: see the first error)"
+            )
+
+    def _commit(self, ids: list[int]) -> StreamUpdate:
+        """:meth:`_run` for ids taken from the stream: if moderating them fails, the session
+        closes (fail closed). Their text has left the re-tokenizer and the KV cache may hold part
+        of a forward, so going on would moderate the rest of the response with a hole in it."""
+        try:
+            return self._run(ids)
+        except BaseException:
+            self._closed = True
+            self._cache = None
+            raise
 
     def _run(self, ids: list[int]) -> StreamUpdate:
         if self._context and ids:
