@@ -159,7 +159,7 @@ async def test_50_concurrent_stream_sessions_memory_and_cancellation(tiny) -> No
     await asyncio.sleep(0.2)  # worker threads of cancelled calls finish their step
     # the cancelled errors' tracebacks still hold their sessions: those must all be closed
     gc.collect()
-    alive = [o for o in gc.get_objects() if isinstance(o, StreamSession)]
+    alive = [o for o in gc.get_objects() if type(o) is StreamSession]
     assert all(o.closed and o.cache is None for o in alive), sum(not o.closed for o in alive)
     del done, jobs, alive
     assert _live(StreamSession) == sessions and _live(cache_type) == caches
