@@ -25,6 +25,7 @@ from ..core.policy import Policy
 from ..core.verdict import Verdict
 from .retokenizer import Retokenizer
 from .stream_decision import Debouncer, ThinkFilter, ThinkMode
+from .stream_prompt import stream_prompt_ids
 from .stream_runtime import StreamRunner, TokenResult
 
 __all__ = ["AsyncStreamSession", "StreamSession", "StreamUpdate"]
@@ -89,13 +90,14 @@ class StreamSession:
         self._verdict: Verdict | None = None
         self._closed = False
         started = time.perf_counter()
-        text = tokenizer.apply_chat_template(
-            [m.as_dict() for m in msgs],
-            tokenize=False,
-            add_generation_prompt=True,
-            enable_thinking=False,
-        )
-        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        # message text is tokenized as plain text: a "<|im_end|>" typed in a message stays text
+        ids = stream_prompt_ids(tokenizer, msgs)
+        self._context = int(getattr(runner.loaded.config, "max_position_embeddings", 0) or 0)
+        if self._context and len(ids) > self._context:
+            raise InvalidInputError(
+                f"the conversation takes {len(ids)} tokens, more than this Stream model's "
+                f"{self._context}-token context; check fewer turns or shorter text"
+            )
         im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         ends = [i for i, t in enumerate(ids) if t == im_end]
         if not ends:
@@ -201,13 +203,13 @@ class StreamSession:
                     raise InvalidInputError(
                         "token ids fed while re-tokenized text is held back: call finish() first"
                     )
-            return self._run(ids)
+            return self._commit(ids)
 
     def finish(self) -> StreamUpdate:
         """Flush the text held back by the re-tokenizer and moderate it."""
         with self._lock:
             self._check_open()
-            return self._run(self._retok.finish())
+            return self._commit(self._retok.finish())
 
     def peek(self) -> StreamUpdate:
         """Moderate the text the re-tokenizer holds back, without committing it.
@@ -256,9 +258,31 @@ class StreamSession:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise SessionClosedError("this stream session is closed")
+            raise SessionClosedError(
+                "this stream session is closed (or a failed feed closed it: see the first error)"
+            )
+
+    def _commit(self, ids: list[int]) -> StreamUpdate:
+        """:meth:`_run` for ids taken from the stream: if moderating them fails, the session
+        closes (fail closed). Their text has left the re-tokenizer and the KV cache may hold part
+        of a forward, so going on would moderate the rest of the response with a hole in it."""
+        try:
+            return self._run(ids)
+        except BaseException:
+            self._closed = True
+            self._cache = None
+            raise
 
     def _run(self, ids: list[int]) -> StreamUpdate:
+        if self._context and ids:
+            # past the model's context its positions mean nothing: refuse (nothing committed)
+            probe = copy.copy(self._filter)
+            fed = sum(probe.plan(t).feed for t in ids)
+            if self.cached_tokens + fed > self._context:
+                raise InvalidInputError(
+                    f"the response would take the session past this Stream model's "
+                    f"{self._context}-token context; it cannot be moderated further"
+                )
         start = len(self._counted_at)
         to_feed: list[int] = []
         count_pos: list[int] = []  # for each counted token: its position in to_feed
