@@ -234,11 +234,11 @@ def test_stream_model_failing_mid_stream_fails_closed(
     real = sguard.runner.forward
     calls = {"n": 0, "fail_at": 4}
 
-    def forward(ids: list[int], cache: Any) -> Any:
+    def forward(ids: list[int], cache: Any, **kw: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == calls["fail_at"]:
             raise RuntimeError(OOM)
-        return real(ids, cache)
+        return real(ids, cache, **kw)
 
     monkeypatch.setattr(sguard.runner, "forward", forward)
     s = sguard.session("Tell me a story.")  # forward 1: the prompt
