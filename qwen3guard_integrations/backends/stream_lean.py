@@ -97,16 +97,24 @@ class LeanStep:
         return both[..., : self._n_risk], both[..., self._n_risk :]
 
     def _cos_sin(self, pos: int, h: Any) -> tuple[Any, Any]:
+        """cos and the signed sin for ``pos`` (see :meth:`_signed`), ``[1, 1, head_dim]``."""
         torch = self.torch
         rotary = self.backbone.rotary_emb
         if not self._table_default:
-            return rotary(h, torch.tensor([[pos]], device=h.device))  # type: ignore[no-any-return]
+            cos, sin = rotary(h, torch.tensor([[pos]], device=h.device))
+            return cos, self._signed(sin)
         if self._table is None or pos >= self._table[0].shape[1]:
             n = max(1024, 2 * (pos + 1))
             cos, sin = rotary(h, torch.arange(n, device=h.device)[None])
-            self._table = (cos, sin)
+            self._table = (cos, self._signed(sin))
         cos_t, sin_t = self._table
         return cos_t[:, pos : pos + 1], sin_t[:, pos : pos + 1]
+
+    def _signed(self, sin: Any) -> Any:
+        """``rotate_half(x) * sin`` equals ``x.roll(half) * s``, ``s`` = sin with its first half
+        negated."""
+        half = sin.shape[-1] // 2
+        return self.torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
 
     def __call__(self, token: int, cache: Any) -> Any:
         """Run ``token`` after what ``cache`` holds (extending it); the final hidden ``[1, H]``."""
@@ -116,8 +124,8 @@ class LeanStep:
             self._build()  # the model's weights were moved or replaced: fuse them again
         emb = self.backbone.embed_tokens.weight
         pos = int(cache.get_seq_length())
-        h = F.embedding(torch.tensor([[token]], device=emb.device), emb)
-        cos, sin = self._cos_sin(pos, h)
+        h = emb[token].view(1, -1)  # [1, H]: one position, batch folded
+        cos, sin = self._cos_sin(pos, h[None])
         for i, L in enumerate(self.layers):
             x = _rms(torch, L.in_norm, h)
             hd = L.qk_w.shape[-1]
@@ -129,16 +137,15 @@ class LeanStep:
             else:
                 y = F.rms_norm(qk.float(), (hd,), None, L.qk_eps)
                 qk = L.qk_w * y.to(qk.dtype)
-            half = hd // 2
-            qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+            qk = torch.addcmul(qk * cos, qk.roll(hd // 2, -1), sin)
             q = qk[:, : L.nq].unsqueeze(2)
             keys, values = cache.update(qk[:, L.nq :].unsqueeze(2), v.unsqueeze(2), i)
             o = F.scaled_dot_product_attention(q, keys, values, scale=L.scaling, enable_gqa=True)
-            h = h + F.linear(o.reshape(1, 1, -1), L.wo)
+            h = torch.addmm(h, o.reshape(1, -1), L.wo.t())
             x = _rms(torch, L.post_norm, h)
             gate, up = F.linear(x, L.wgu).split(L.inter, dim=-1)
-            h = h + F.linear(L.act(gate) * up, L.wdown)
-        return _rms(torch, self.backbone.norm, h)[0]
+            h = torch.addmm(h, L.act(gate) * up, L.wdown.t())
+        return _rms(torch, self.backbone.norm, h)
 
 
 def _fuse(torch: Any, modules: list[Any]) -> Any:
