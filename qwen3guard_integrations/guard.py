@@ -10,7 +10,7 @@ from typing import Any
 
 from .backends.base import BackendHealth, GenBackend
 from .backends.batcher import MicroBatcher
-from .core.errors import BackendError, InvalidInputError, Qwen3GuardError
+from .core.errors import BackendError, InvalidInputError, Qwen3GuardError, SessionClosedError
 from .core.labels import Role
 from .core.messages import (
     Message,
@@ -59,6 +59,7 @@ class Qwen3Guard:
         self.backend = backend
         # backends written against the first protocol (check_batch only) are micro-batched
         self._coalesce = bool(getattr(backend, "coalesce", True))
+        self._closed = False
         self.policy = policy or Policy()
         self.fast = fast
         self.non_text = non_text
@@ -240,7 +241,13 @@ class Qwen3Guard:
             backend=self.backend.name,
         ) from result
 
+    def _check_open(self) -> None:
+        # a closed guard is a programming error, not a backend failure: never "degraded"
+        if self._closed:
+            raise SessionClosedError("this guard is closed; create a new one")
+
     def _check_one(self, convo: tuple[Message, ...]) -> Verdict:
+        self._check_open()
         started = time.perf_counter()
         role = moderation_role(convo)
         try:
@@ -253,6 +260,7 @@ class Qwen3Guard:
         return self._settle(result, role, started)
 
     async def _acheck_one(self, convo: tuple[Message, ...]) -> Verdict:
+        self._check_open()
         started = time.perf_counter()
         role = moderation_role(convo)
         try:
@@ -291,6 +299,7 @@ class Qwen3Guard:
         """
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise InvalidInputError("check_batch takes a list of items")
+        self._check_open()
         convos = [self._conversation(item) for item in items]
         started = time.perf_counter()
         try:
@@ -321,6 +330,7 @@ class Qwen3Guard:
         """Async twin of :meth:`check_batch`; runs off the event loop, through the micro-batcher."""
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise InvalidInputError("acheck_batch takes a list of items")
+        self._check_open()
         convos = [self._conversation(item) for item in items]
         if self._coalesce:
             return list(await asyncio.gather(*(self._acheck_one(c) for c in convos)))
@@ -358,7 +368,10 @@ class Qwen3Guard:
         return result
 
     def close(self) -> None:
-        """Stop the micro-batcher's worker thread and release the backend's connections."""
+        """Stop the micro-batcher's worker thread and release the backend's connections.
+
+        Checking afterwards raises :class:`SessionClosedError` (under any policy)."""
+        self._closed = True
         self._batcher.close()
         close = getattr(self.backend, "close", None)
         if close is not None:
@@ -366,6 +379,7 @@ class Qwen3Guard:
 
     async def aclose(self) -> None:
         """:meth:`close`, plus the async connections of the running event loop."""
+        self._closed = True
         self._batcher.close()
         aclose = getattr(self.backend, "aclose", None)
         if aclose is not None:
