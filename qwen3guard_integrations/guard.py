@@ -15,8 +15,11 @@ from .core.labels import Role
 from .core.messages import (
     Message,
     MessagesInput,
+    UnicodeNormalization,
     moderation_role,
+    normalize_conversation,
     normalize_messages,
+    normalize_unicode,
     prompt_messages,
     response_messages,
 )
@@ -41,6 +44,11 @@ class Qwen3Guard:
     return an allowed verdict marked ``degraded=True``. Bad input always raises
     :class:`InvalidInputError`.
 
+    ``normalize`` (every constructor) takes Unicode disguises off the text the model reads:
+    ``"format"`` removes zero-width and other invisible format characters, ``"nfkc"`` also folds
+    full-width and mathematical letters (see :func:`~.core.messages.normalize_unicode`); the
+    default ``"none"`` checks the text as written.
+
     With a local model, concurrent ``acheck_*`` calls (and ``check_prompt`` / ``check_response``
     from several threads) are coalesced into batched forwards by a micro-batcher (``max_batch``,
     ``max_wait_ms``); a serving backend sends concurrent requests itself, with native async I/O.
@@ -55,6 +63,7 @@ class Qwen3Guard:
         max_batch: int = 16,
         max_wait_ms: float = 5.0,
         non_text: str = "error",
+        normalize: UnicodeNormalization = "none",
     ) -> None:
         self.backend = backend
         # backends written against the first protocol (check_batch only) are micro-batched
@@ -63,6 +72,8 @@ class Qwen3Guard:
         self.policy = policy or Policy()
         self.fast = fast
         self.non_text = non_text
+        normalize_unicode("", normalize)  # a bad mode fails here, not at the first check
+        self.normalize: UnicodeNormalization = normalize
         self._batcher: MicroBatcher[tuple[Message, ...], Verdict | Exception] = MicroBatcher(
             self._run_batch, max_batch=max_batch, max_wait_ms=max_wait_ms
         )
@@ -76,6 +87,7 @@ class Qwen3Guard:
         dtype: Any = None,
         policy: Policy | None = None,
         fast: bool = True,
+        normalize: UnicodeNormalization = "none",
         max_batch: int = 16,
         max_wait_ms: float = 5.0,
         max_new_tokens: int = 64,
@@ -106,7 +118,14 @@ class Qwen3Guard:
             window_overlap=window_overlap,
             batch_size=batch_size,
         )
-        return cls(backend, policy=policy, fast=fast, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        return cls(
+            backend,
+            policy=policy,
+            fast=fast,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            normalize=normalize,
+        )
 
     @classmethod
     def from_tgi(
@@ -119,6 +138,7 @@ class Qwen3Guard:
         timeout: float = 30.0,
         policy: Policy | None = None,
         fast: bool = True,
+        normalize: UnicodeNormalization = "none",
         max_concurrency: int = 16,
         max_retries: int = 3,
         max_new_tokens: int = 64,
@@ -152,7 +172,7 @@ class Qwen3Guard:
             window_overlap=window_overlap,
             top_n_tokens=top_n_tokens,
         )
-        return cls(backend, policy=policy, fast=fast)
+        return cls(backend, policy=policy, fast=fast, normalize=normalize)
 
     @classmethod
     def from_openai(
@@ -166,6 +186,7 @@ class Qwen3Guard:
         timeout: float = 30.0,
         policy: Policy | None = None,
         fast: bool = True,
+        normalize: UnicodeNormalization = "none",
         max_concurrency: int = 16,
         max_retries: int = 3,
         max_new_tokens: int = 64,
@@ -201,7 +222,7 @@ class Qwen3Guard:
             logprobs=logprobs,
             prompt_as=prompt_as,
         )
-        return cls(backend, policy=policy, fast=fast)
+        return cls(backend, policy=policy, fast=fast, normalize=normalize)
 
     # --- input forms ---------------------------------------------------------------------------
 
@@ -248,6 +269,7 @@ class Qwen3Guard:
 
     def _check_one(self, convo: tuple[Message, ...]) -> Verdict:
         self._check_open()
+        convo = normalize_conversation(convo, self.normalize)
         started = time.perf_counter()
         role = moderation_role(convo)
         try:
@@ -261,6 +283,7 @@ class Qwen3Guard:
 
     async def _acheck_one(self, convo: tuple[Message, ...]) -> Verdict:
         self._check_open()
+        convo = normalize_conversation(convo, self.normalize)
         started = time.perf_counter()
         role = moderation_role(convo)
         try:
@@ -300,7 +323,9 @@ class Qwen3Guard:
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise InvalidInputError("check_batch takes a list of items")
         self._check_open()
-        convos = [self._conversation(item) for item in items]
+        convos = [
+            normalize_conversation(self._conversation(item), self.normalize) for item in items
+        ]
         started = time.perf_counter()
         try:
             results: list[Verdict | Exception] = list(
@@ -332,8 +357,9 @@ class Qwen3Guard:
             raise InvalidInputError("acheck_batch takes a list of items")
         self._check_open()
         convos = [self._conversation(item) for item in items]
-        if self._coalesce:
+        if self._coalesce:  # (each item is normalised in _acheck_one)
             return list(await asyncio.gather(*(self._acheck_one(c) for c in convos)))
+        convos = [normalize_conversation(c, self.normalize) for c in convos]
         started = time.perf_counter()
         try:
             results = list(await self.backend.acheck_batch(convos, fast=self.fast))

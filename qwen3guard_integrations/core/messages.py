@@ -7,6 +7,9 @@ list of those. Content may be a string or a list of content blocks (``{"type": "
 
 from __future__ import annotations
 
+import functools
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -19,9 +22,12 @@ __all__ = [
     "Message",
     "MessageLike",
     "MessagesInput",
+    "UnicodeNormalization",
     "check_text",
     "moderation_role",
+    "normalize_conversation",
     "normalize_messages",
+    "normalize_unicode",
     "prompt_messages",
     "response_messages",
 ]
@@ -199,3 +205,47 @@ def response_messages(
             "a response check needs the conversation to end with an assistant turn"
         )
     return msgs
+
+
+#: How the guards may normalise text before the model reads it (see :func:`normalize_unicode`).
+UnicodeNormalization = Literal["none", "format", "nfkc"]
+
+
+@functools.cache
+def _format_chars() -> re.Pattern[str]:
+    chars = (chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf")
+    return re.compile("[" + "".join(re.escape(ch) for ch in chars) + "]")
+
+
+def normalize_unicode(text: str, mode: UnicodeNormalization) -> str:
+    """The text a guard reads, with Unicode disguises taken off.
+
+    ``"none"`` leaves it as written. ``"format"`` removes invisible format characters (Unicode
+    category Cf: zero-width spaces and joiners, soft hyphens, bidi controls, BOMs), which split a
+    word for the model but not for a human reader. ``"nfkc"`` also applies NFKC, which folds
+    full-width, mathematical and other compatibility letters into plain ones (and full-width CJK
+    punctuation into ASCII, which is why it is not the default). Homoglyphs from other scripts
+    (a Cyrillic "а" for a Latin "a") are not folded.
+    """
+    if mode == "none":
+        return text
+    if mode not in ("format", "nfkc"):
+        raise InvalidInputError(f"normalize must be 'none', 'format' or 'nfkc', not {mode!r}")
+    out = _format_chars().sub("", text)
+    return unicodedata.normalize("NFKC", out) if mode == "nfkc" else out
+
+
+def normalize_conversation(
+    messages: Sequence[Message], mode: UnicodeNormalization
+) -> tuple[Message, ...]:
+    """:func:`normalize_unicode` over each message's text (a text made blank by it is kept as
+    written)."""
+    if mode == "none":
+        return tuple(messages)
+    out = []
+    for m in messages:
+        text = normalize_unicode(m.content, mode)
+        out.append(
+            m if text == m.content or not text.strip() else m.model_copy(update={"content": text})
+        )
+    return tuple(out)
