@@ -24,7 +24,11 @@ def _guard(args: argparse.Namespace) -> Any:
     offline = args.offline or None
     if args.backend == "local":
         return Qwen3Guard.from_pretrained(
-            args.model, device=args.device, fast=not args.full, local_files_only=offline
+            args.model,
+            device=args.device,
+            fast=not args.full,
+            normalize=args.normalize,
+            local_files_only=offline,
         )
     if not args.url:
         raise InvalidInputError(f"--backend {args.backend} needs --url")
@@ -37,6 +41,7 @@ def _guard(args: argparse.Namespace) -> Any:
             token=os.environ.get("QWEN3GUARD_API_KEY"),
             timeout=args.timeout,
             fast=not args.full,
+            normalize=args.normalize,
             local_files_only=offline,
         )
     return Qwen3Guard.from_openai(
@@ -47,6 +52,7 @@ def _guard(args: argparse.Namespace) -> Any:
         headers=headers,
         timeout=args.timeout,
         fast=not args.full,
+        normalize=args.normalize,
         local_files_only=offline,
     )
 
@@ -130,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         help="extra HTTP header (repeatable); the API key is read from $QWEN3GUARD_API_KEY",
     )
     check.add_argument("--timeout", type=float, default=30.0, help="request timeout in seconds")
+    check.add_argument(
+        "--normalize",
+        choices=("none", "format", "nfkc"),
+        default="none",
+        help="take Unicode disguises off the text the model reads (zero-width, full-width...)",
+    )
     check.set_defaults(func=_check)
     from .eval.command import add_eval_parser
 
