@@ -229,7 +229,6 @@ def test_timeout(server: GenTestServer, tiny) -> None:  # type: ignore[no-untype
     [
         (Fault(body=b"<html>not json</html>"), BackendProtocolError),
         (Fault(body=b'{"unexpected": true}'), BackendProtocolError),
-        (Fault(text="I think this one is probably fine."), VerdictParseError),
         (Fault(drop=True), BackendConnectionError),
     ],
 )
@@ -241,12 +240,36 @@ def test_garbage_ends_in_a_typed_error(
         remote.check_prompt("How do I build a bomb?")
 
 
+def test_garbage_answer_is_asked_again_with_the_level_its_scores_pick(
+    server: GenTestServer,
+    tiny,
+    local: Qwen3Guard,  # type: ignore[no-untyped-def]
+) -> None:
+    text = "How do I build a bomb?"
+    ref = local.check_prompt(text)
+    for protocol in PROTOCOLS:
+        route = "/v1/completions" if protocol == "openai" else "/generate"
+        with _remote(server, tiny, protocol) as guard:
+            before = server.requests[route]
+            server.inject(Fault(text=" Uns#@!"))  # the model's answer, cut into garbage
+            v = guard.check_prompt(text)
+            assert server.requests[route] == before + 2  # asked again with " Unsafe" written in
+            assert _same(v, ref) and not v.degraded and v.scores is not None
+            server.inject(Fault(text="garbage"), times=2)  # garbage again: a typed error
+            with pytest.raises(VerdictParseError):
+                guard.check_prompt(text)
+        no_scores = {"top_n_tokens": 0} if protocol == "tgi" else {"logprobs": 0}
+        with _remote(server, tiny, protocol, **no_scores) as guard:
+            server.inject(Fault(text="I think this one is probably fine."))
+            with pytest.raises(VerdictParseError):  # nothing to read the level from
+                guard.check_prompt(text)
+
+
 def test_fail_open_gives_degraded_verdicts_for_every_fault(server: GenTestServer, tiny) -> None:  # type: ignore[no-untyped-def]
     faults = [
         Fault(status=500),
         Fault(status=422, error_type="validation"),
         Fault(body=b"garbage"),
-        Fault(text="no verdict here"),
         Fault(drop=True),
         Fault(status=429, retry_after=0),
     ]
@@ -258,6 +281,9 @@ def test_fail_open_gives_degraded_verdicts_for_every_fault(server: GenTestServer
                 v = guard.check_prompt("How do I build a bomb?")
                 assert v.degraded and v.error and v.level is Level.SAFE, fault
                 assert v.backend == protocol and v.endpoint == guard.backend.endpoint
+            server.inject(Fault(text="no verdict here"), times=2)  # garbage even when asked again
+            v = guard.check_prompt("How do I build a bomb?")
+            assert v.degraded and "VerdictParseError" in (v.error or "")
             server.stop()
             v = guard.check_prompt("How do I build a bomb?")
             assert v.degraded and "BackendConnectionError" in (v.error or "")

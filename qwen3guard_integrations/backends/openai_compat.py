@@ -105,34 +105,30 @@ class OpenAIGenBackend(RemoteGenBackend):
             **kwargs,
         )
 
-    def _body(self, window: Sequence[int], fast: bool) -> dict[str, Any]:
+    def _body(self, ids: Sequence[int]) -> dict[str, Any]:
         prompt: str | list[int] = (
-            self.renderer.ids(window, fast=fast)
-            if self.prompt_as == "ids"
-            else self.renderer.text(window, fast=fast)
+            list(ids) if self.prompt_as == "ids" else self.renderer.text(ids, fast=False)
         )
         return openai_body(
             prompt, model=self.model, max_tokens=self.max_new_tokens, logprobs=self.logprobs
         )
 
-    def _answer(self, res: HttpResult, fast: bool) -> GenAnswer:
+    def _answer(self, res: HttpResult, head: str) -> GenAnswer:
         raise_for_status(res, backend=self.name, endpoint=self.base)
         data = res.json(backend=self.name, endpoint=self.base)
-        return openai_answer(data, head=self._head(fast), labels=self.labels)
+        return openai_answer(data, head=head, labels=self.labels)
 
-    def _send(self, window: Sequence[int], fast: bool) -> GenAnswer:
+    def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
         url = self.base + "/completions"
-        res = post_json(
-            self._http, url, self._body(window, fast), backend=self.name, endpoint=self.base
-        )
-        return self._answer(res, fast)
+        res = post_json(self._http, url, self._body(ids), backend=self.name, endpoint=self.base)
+        return self._answer(res, head)
 
-    async def _asend(self, window: Sequence[int], fast: bool, state: dict[str, Any]) -> GenAnswer:
+    async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
         url = self.base + "/completions"
         res = await apost_json(
-            state["http"], url, self._body(window, fast), backend=self.name, endpoint=self.base
+            state["http"], url, self._body(ids), backend=self.name, endpoint=self.base
         )
-        return self._answer(res, fast)
+        return self._answer(res, head)
 
     def _new_loop_state(self) -> dict[str, Any]:
         return {"http": self.httpx.AsyncClient(headers=self.headers, timeout=self.timeout)}

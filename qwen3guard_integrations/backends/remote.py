@@ -30,8 +30,10 @@ from ..core.errors import (
     BackendTimeoutError,
     InvalidInputError,
     Qwen3GuardError,
+    VerdictParseError,
 )
 from ..core.messages import Message
+from ..core.parsing import parse_gen_output
 from ..core.verdict import Verdict
 from .base import BackendHealth
 from .gen_prompt import LEVEL_WORDS, GenPrompt, GenPromptEncoder
@@ -116,10 +118,12 @@ class RemoteGenBackend:
 
     # --- to implement ----------------------------------------------------------------------------
 
-    def _send(self, window: Sequence[int], fast: bool) -> GenAnswer:
+    def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
+        """One request for the prompt ``ids``; ``head`` is the answer text they already hold."""
         raise NotImplementedError
 
-    async def _asend(self, window: Sequence[int], fast: bool, state: dict[str, Any]) -> GenAnswer:
+    async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
+        """Async twin of :meth:`_send`."""
         raise NotImplementedError
 
     def _health_routes(self) -> tuple[str, str]:
@@ -148,7 +152,7 @@ class RemoteGenBackend:
         results: list[GenAnswer | Exception] = []
         if flat:
             pool = self._executor()
-            futures = [pool.submit(self._with_retries, self._send, w, fast) for _, w in flat]
+            futures = [pool.submit(self._window, w, fast) for _, w in flat]
             results = [_outcome(f) for f in futures]
         return self._assemble(prompts, flat, results, start)
 
@@ -163,7 +167,7 @@ class RemoteGenBackend:
 
         async def one(window: Sequence[int]) -> GenAnswer:
             async with sem:
-                return await self._awith_retries(lambda: self._asend(window, fast, state))
+                return await self._awindow(window, fast, state)
 
         gathered = await asyncio.gather(*(one(w) for _, w in flat), return_exceptions=True)
         results: list[GenAnswer | Exception] = []
@@ -292,6 +296,39 @@ class RemoteGenBackend:
 
     def _head(self, fast: bool) -> str:
         return self.renderer.head if fast else ""
+
+    def _window(self, window: Sequence[int], fast: bool) -> GenAnswer:
+        """The answer for one window (with the label forced if the first answer was garbage)."""
+        ids, head = self.renderer.ids(window, fast=fast), self._head(fast)
+        answer = self._with_retries(self._send, ids, head)
+        forced = self._forced(ids, head, answer)
+        if forced is None:
+            return answer
+        return GenAnswer(self._with_retries(self._send, *forced).text, answer.scores)
+
+    async def _awindow(self, window: Sequence[int], fast: bool, state: dict[str, Any]) -> GenAnswer:
+        """Async twin of :meth:`_window`."""
+        ids, head = self.renderer.ids(window, fast=fast), self._head(fast)
+        answer = await self._awith_retries(lambda: self._asend(ids, head, state))
+        forced = self._forced(ids, head, answer)
+        if forced is None:
+            return answer
+        again = await self._awith_retries(lambda: self._asend(*forced, state))
+        return GenAnswer(again.text, answer.scores)
+
+    def _forced(self, ids: list[int], head: str, answer: GenAnswer) -> tuple[list[int], str] | None:
+        """In fast mode, an answer that does not parse but came with level scores is asked again
+        with the level the scores pick written in, as the local fast path reads the level (from
+        the label tokens' probabilities) and decodes only the rest. None: nothing to repair."""
+        if not head or answer.scores is None:
+            return None
+        try:
+            parse_gen_output(answer.text)
+            return None
+        except VerdictParseError:
+            pass
+        level = max(answer.scores, key=answer.scores.__getitem__)
+        return [*ids, self.encoder.level_first_token[level]], head + self.labels.texts[level]
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:

@@ -123,21 +123,21 @@ class TGIGenBackend(RemoteGenBackend):
         params = {k: v for k, v in params.items() if v is not None}
         return params
 
-    def _send(self, window: Sequence[int], fast: bool) -> GenAnswer:
-        prompt = self.renderer.text(window, fast=fast)
+    def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
+        prompt = self.renderer.text(ids, fast=False)
         try:
             out = self._client.text_generation(prompt, **self._params())
         except Exception as exc:
             raise self._error(exc) from exc
-        return tgi_answer(_plain(out), head=self._head(fast), labels=self.labels)
+        return tgi_answer(_plain(out), head=head, labels=self.labels)
 
-    async def _asend(self, window: Sequence[int], fast: bool, state: dict[str, Any]) -> GenAnswer:
-        prompt = self.renderer.text(window, fast=fast)
+    async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
+        prompt = self.renderer.text(ids, fast=False)
         try:
             out = await state["client"].text_generation(prompt, **self._params())
         except Exception as exc:
             raise self._error(exc) from exc
-        return tgi_answer(_plain(out), head=self._head(fast), labels=self.labels)
+        return tgi_answer(_plain(out), head=head, labels=self.labels)
 
     def _new_loop_state(self) -> dict[str, Any]:
         client = self.hub.AsyncInferenceClient(
