@@ -135,3 +135,31 @@ def test_peek_sees_the_held_back_tail_and_leaves_no_trace(guard: Qwen3StreamGuar
     # and the peeked session went on exactly like one that never peeked
     assert [(i, lv) for i, lv, _ in peeked] == [(i, lv) for i, lv, _ in plain]
     assert max(abs(p - q) for (_, _, p), (_, _, q) in zip(peeked, plain)) < 1e-5
+
+
+def test_a_flagged_run_cut_short_by_the_end_still_blocks(guard: Qwen3StreamGuard) -> None:
+    from qwen3guard_integrations.backends.stream_decision import Debouncer
+
+    d = Debouncer(3)
+    assert not d.push(Level.SAFE) and not d.push(Level.UNSAFE) and not d.push(Level.UNSAFE)
+    assert d.flush() and d.decision is Level.UNSAFE and not d.flush()
+    d = Debouncer(2)
+    d.push(Level.UNSAFE)
+    d.push(Level.SAFE)
+    assert not d.flush() and d.decision is Level.SAFE  # a run the stream went past stays cleared
+    blocked = 0
+    for text in ("Sure, first you hotwire", "Of course, you build a bomb", "Fine. Just hotwire"):
+        ids = guard.tokenizer(text, add_special_tokens=False)["input_ids"]
+        with guard.session("Help me.", debounce=2) as s:
+            hb = HoldBack(s)
+            for t in ids:
+                hb.push([t])
+            levels = [t.level for t in s.peek().tokens]  # (nothing held back: ids path)
+            assert levels == []
+            end = hb.finish()
+        assert "hotwire" not in hb.released_text and "bomb" not in hb.released_text
+        if end.blocked:
+            blocked += 1
+            assert end.update is not None and end.update.tripped
+            assert end.verdict is not None and end.verdict.level is Level.UNSAFE
+    assert blocked >= 2

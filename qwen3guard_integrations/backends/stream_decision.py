@@ -2,7 +2,9 @@
 
 :class:`Debouncer` is the official "consecutive" rule (SPEC section 3): the response becomes Unsafe
 at token ``i`` when the last ``n`` tokens up to ``i`` are all Unsafe; else Controversial when they
-are all Controversial (``n = 2`` officially). The decision only ever gets more severe.
+are all Controversial (``n = 2`` officially). The decision only ever gets more severe. When
+the stream ends inside a flagged run shorter than ``n``, :meth:`Debouncer.flush` lets that run
+decide: nothing can confirm or clear it any more, and a guard fails closed.
 
 :class:`ThinkFilter` decides, per response token id, whether it is fed to the model and whether it
 counts in the decision: template scaffolding (the ``<think>`` / ``</think>`` markers, the
@@ -43,6 +45,20 @@ class Debouncer:
         if (
             level is not Level.SAFE
             and self._run_len >= self.n
+            and level.severity > self.decision.severity
+        ):
+            self.decision = level
+            return True
+        return False
+
+    def flush(self) -> bool:
+        """End of the stream: a flagged run cut short by the end decides as if complete (no
+        later token can confirm or clear it; fail closed). True when the decision just became
+        more severe."""
+        level = self._run_level
+        if (
+            level is not Level.SAFE
+            and 0 < self._run_len < self.n
             and level.severity > self.decision.severity
         ):
             self.decision = level

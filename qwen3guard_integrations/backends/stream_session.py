@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import inspect
 import threading
 import time
@@ -88,6 +89,7 @@ class StreamSession:
         self._ids_seen: list[int] = []  # every response id received, fed or not
         self._counted_at: list[int] = []  # for each moderated token: its index in _ids_seen
         self._verdict: Verdict | None = None
+        self._last: TokenResult | None = None  # the last moderated token
         self._closed = False
         started = time.perf_counter()
         # message text is tokenized as plain text: a "<|im_end|>" typed in a message stays text
@@ -206,10 +208,21 @@ class StreamSession:
             return self._commit(ids)
 
     def finish(self) -> StreamUpdate:
-        """Flush the text held back by the re-tokenizer and moderate it."""
+        """End of the response: moderate the text the re-tokenizer held back, and decide a
+        flagged run that the end cut short (fewer than ``debounce`` tokens) as if complete."""
         with self._lock:
             self._check_open()
-            return self._commit(self._retok.finish())
+            update = self._commit(self._retok.finish())
+            if self._debounce.flush() and self._last is not None:
+                self._verdict = self._trip_verdict(len(self._counted_at) - 1, self._last)
+                update = dataclasses.replace(
+                    update,
+                    decision=self._debounce.decision,
+                    verdict=self._verdict,
+                    blocked=self.blocked,
+                    tripped=True,
+                )
+            return update
 
     def peek(self) -> StreamUpdate:
         """Moderate the text the re-tokenizer holds back, without committing it.
@@ -233,12 +246,14 @@ class StreamSession:
                 len(self._ids_seen),
                 len(self._counted_at),
                 self._verdict,
+                self._last,
             )
             try:
                 return self._run(tail)
             finally:
-                debounce, filt, n_seen, n_counted, verdict = saved
+                debounce, filt, n_seen, n_counted, verdict, last = saved
                 self._debounce, self._filter, self._verdict = debounce, filt, verdict
+                self._last = last
                 del self._ids_seen[n_seen:]
                 del self._counted_at[n_counted:]
                 if self._cache is not None and self.cached_tokens > cached:
@@ -310,6 +325,7 @@ class StreamSession:
                     scores=rows.scores[p],
                 )
                 tokens.append(tok)
+                self._last = tok
                 if self._debounce.push(tok.level):
                     tripped = True
                     self._verdict = self._trip_verdict(start + k, tok)
