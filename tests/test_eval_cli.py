@@ -96,3 +96,28 @@ def test_eval_errors_exit_2(tiny, cases, tmp_path) -> None:  # type: ignore[no-u
     assert run.returncode == 2 and f"{bad}:1" in run.stderr and "label" in run.stderr
     missing = _eval("--model", str(tmp_path / "nothing"), str(cases))
     assert missing.returncode == 2 and "--model" in missing.stderr
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(b'{"message": [{"role": "user", "content": "caf\xe9"}], "label": "Safe"}\n')
+    run = _eval("--model", str(tiny.gen), str(latin1))
+    assert run.returncode == 2 and f"{latin1}:1" in run.stderr and "UTF-8" in run.stderr
+
+
+def test_a_plot_matplotlib_cannot_write_is_refused_before_the_run(tiny, cases, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # matplotlib only finds out when saving, after every record has been run: check first
+    out = tmp_path / "results.jsonl"
+    for name in ("timeliness.xyz", "timeliness"):  # no suffix: matplotlib would add ".png"
+        plot = tmp_path / name
+        run = _eval(
+            "--stream",
+            "--model",
+            str(tiny.stream),
+            str(cases),
+            "--plot",
+            str(plot),
+            "--out",
+            str(out),
+            "--quiet",
+        )
+        assert run.returncode == 2, run.stderr
+        assert "--plot" in run.stderr and "png" in run.stderr and "Traceback" not in run.stderr
+        assert not out.exists() and not list(tmp_path.glob("timeliness*"))

@@ -127,6 +127,11 @@ def test_records_are_validated_with_file_and_line(tmp_path: Path) -> None:
         with pytest.raises(InvalidInputError, match=why) as err:
             load_records(path)
         assert f"{path}:2" in str(err.value)
+    # a line that is not UTF-8 (here Latin-1) is a bad record too, not a UnicodeDecodeError
+    path.write_bytes(json.dumps(good).encode() + b'\n{"label": "caf\xe9"}\n')
+    with pytest.raises(InvalidInputError, match="UTF-8") as err:
+        load_records(path)
+    assert f"{path}:2" in str(err.value)
     path.write_text("")
     with pytest.raises(InvalidInputError, match="no records"):
         load_records(path)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
+from ..core.deps import require
 from ..core.errors import InvalidInputError
 from .metrics import BINS
 from .records import load_records
@@ -83,12 +85,30 @@ def format_report(report: EvalReport, model: str, stream: bool) -> str:
     return "\n".join(lines)
 
 
+def _check_plot_path(path: str) -> None:
+    """Refuse a ``--plot`` file matplotlib cannot write, before the (long) run instead of after.
+
+    Matplotlib picks the format from the suffix and only complains when saving; without a
+    suffix it would write ``path + ".png"`` while we report ``path``.
+    """
+    canvas = require("matplotlib.backend_bases", "eval").FigureCanvasBase
+    formats = sorted(canvas.get_supported_filetypes())
+    suffix = os.path.splitext(path)[1][1:].lower()
+    if suffix not in formats:
+        raise InvalidInputError(
+            f"--plot {path}: the file name must end in one of "
+            + ", ".join(f".{f}" for f in formats)
+        )
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``qwen3guard eval`` for parsed ``args``; returns the exit code."""
     if args.plot and not args.stream:
         raise InvalidInputError("--plot draws Stream timeliness: add --stream")
     if args.batch_size < 1:
         raise InvalidInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.plot:
+        _check_plot_path(args.plot)
     records = load_records(args.data)
     model = args.model or (DEFAULT_STREAM if args.stream else DEFAULT_GEN)
     from ..model_check import check_models

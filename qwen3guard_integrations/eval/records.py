@@ -11,8 +11,9 @@ One JSON object per line:
   the annotated unsafe span as inclusive token positions of the whole conversation rendered with
   the Stream tokenizer's chat template (``add_generation_prompt=False``, ``enable_thinking=False``).
 
-Every other field is kept and copied to the results file. Bad records raise
-:class:`~qwen3guard_integrations.InvalidInputError` naming the file and line.
+Every other field is kept and copied to the results file. Bad records (a line
+that is not UTF-8 JSON included) raise :class:`~qwen3guard_integrations.InvalidInputError` naming
+the file and line.
 """
 
 from __future__ import annotations
@@ -94,11 +95,16 @@ def load_records(path: str | os.PathLike[str]) -> list[EvalRecord]:
     """Read and validate every record of a JSON Lines file (blank lines are skipped)."""
     records: list[EvalRecord] = []
     try:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
+        # bytes, decoded line by line: a line that is not UTF-8 is reported with its number
+        with open(path, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                where = f"{path}:{n}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise _fail(where, f"not UTF-8 text (byte {exc.start + 1})") from exc
                 if not line.strip():
                     continue
-                where = f"{path}:{n}"
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
