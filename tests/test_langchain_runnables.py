@@ -147,6 +147,19 @@ def test_prompt_guard_verdict_in_astream_events(guard: Qwen3Guard) -> None:
     assert any(e["event"] == "on_chat_model_end" for e in events)
 
 
+def test_a_lone_message_dict_is_checked_as_that_message(guard: Qwen3Guard) -> None:
+    # a {"role", "content"} dict is one message, not a list of its keys ("role", "content")
+    bomb = {"role": "user", "content": BOMB_Q}
+    with pytest.raises(UnsafeContentError) as err:
+        PromptGuard(guard).invoke(bomb)
+    assert err.value.verdict.categories == (Category.VIOLENT,)
+    assert is_unsafe(Classify(guard).invoke(bomb))
+    with pytest.raises(UnsafeContentError):
+        guard_chain(FakeListChatModel(responses=[SAFE_A]), guard=guard).invoke(bomb)
+    safe = {"role": "user", "content": SAFE_Q}
+    assert PromptGuard(guard).invoke(safe) == safe
+
+
 # --- ResponseGuard -------------------------------------------------------------------------------
 def test_response_guard_attaches_the_verdict(guard: Qwen3Guard) -> None:
     chain = FakeListChatModel(responses=[SAFE_A]) | ResponseGuard(guard)
