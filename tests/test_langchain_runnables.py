@@ -284,3 +284,18 @@ def test_guard_chain_stream_guard_only_invoke(sguard: Qwen3StreamGuard) -> None:
     assert err.value.verdict.token_index is not None
     with pytest.raises(InvalidInputError):
         guard_chain(FakeListChatModel(responses=[SAFE_A]))
+
+
+def test_guard_chain_stream_passes_a_textless_answer_like_invoke(guard: Qwen3Guard) -> None:
+    # an answer with only tool calls has no text to moderate: invoke passes it, so must stream
+    calls = AIMessage("", tool_calls=[{"name": "search", "args": {"q": "x"}, "id": "c1"}])
+    safe = guard_chain(RunnableLambda(lambda _: calls), guard=guard)
+    assert safe.invoke(SAFE_Q).tool_calls == calls.tool_calls
+    chunks = list(safe.stream(SAFE_Q))
+    assert len(chunks) == 1 and chunks[0].tool_calls == calls.tool_calls
+
+    async def main() -> list[Any]:
+        return [c async for c in safe.astream(SAFE_Q)]
+
+    achunks = asyncio.run(main())
+    assert len(achunks) == 1 and achunks[0].tool_calls == calls.tool_calls
