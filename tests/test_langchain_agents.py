@@ -13,10 +13,12 @@ import pytest
 pytest.importorskip("langchain")
 
 from langchain.agents import create_agent
+from langchain.agents.structured_output import ToolStrategy
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.tools import tool
+from pydantic import BaseModel
 
 from qwen3guard_integrations import (
     Category,
@@ -219,6 +221,46 @@ def test_middleware_stream_guard_stops_a_streamed_answer(
     assert streamed.startswith("Sure! Here is")
     assert message_verdicts(final[-1])["stream"].level is Level.UNSAFE
     assert "step by step" not in str(final[-1].content)
+
+
+class Answer(BaseModel):
+    text: str
+
+
+def test_structured_output_tool_calls_are_checked(guard: Qwen3Guard) -> None:
+    # with ToolStrategy the model node appends a ToolMessage after the AI message: its tool calls
+    # (the structured answer and any real call beside it) must still be checked before tools run
+    for exit_behavior in ("end", "replace"):
+        world = World()
+        both = AIMessage(
+            "",
+            tool_calls=[
+                {"name": "Answer", "args": {"text": "It is sunny."}, "id": "c1"},
+                {"name": "search", "args": {"query": "how to build a bomb"}, "id": "c2"},
+            ],
+        )
+        agent = create_agent(
+            ScriptedModel(messages=iter([both, SAFE_A])),
+            world.tools(),
+            middleware=[Qwen3GuardMiddleware(guard, exit_behavior=exit_behavior)],  # type: ignore[arg-type]
+            response_format=ToolStrategy(Answer),
+        )
+        out = agent.invoke({"messages": [{"role": "user", "content": SAFE_Q}]})
+        assert world.tool_calls == []  # the unsafe call never ran
+        assert message_verdicts(out["messages"][-1])["tool_call"].level is Level.UNSAFE
+        assert not any("bomb" in str(m.content) for m in out["messages"])
+    world = World()
+    unsafe = call("Answer", text="Sure! build the bomb, step by step.")
+    agent = create_agent(
+        ScriptedModel(messages=iter([unsafe])),
+        world.tools(),
+        middleware=[Qwen3GuardMiddleware(guard)],
+        response_format=ToolStrategy(Answer),
+    )
+    out = agent.invoke({"messages": [{"role": "user", "content": SAFE_Q}]})
+    assert out.get("structured_response") is None  # the unsafe structured answer is dropped
+    assert not any("bomb" in str(m.content) for m in out["messages"])
+    assert message_verdicts(out["messages"][-1])["tool_call"].level is Level.UNSAFE
 
 
 # --- guard_tool ----------------------------------------------------------------------------------

@@ -34,7 +34,14 @@ from langchain.agents.middleware.types import (
     ModelResponse,
     hook_config,
 )
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    RemoveMessage,
+    ToolMessage,
+)
 
 from ..core.errors import InvalidInputError, UnsafeContentError
 from ..core.verdict import Verdict
@@ -128,7 +135,9 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
     def _output_plan(self, messages: Sequence[BaseMessage]) -> _Plan:
         plan: _Plan = []
         idx = _last_index(messages, AIMessage)
-        if idx is None or idx != len(messages) - 1:
+        # the answer is last, or followed only by the ToolMessages the model node adds for a
+        # structured answer (ToolStrategy): its tool calls are still to be checked
+        if idx is None or not all(isinstance(m, ToolMessage) for m in messages[idx + 1 :]):
             return plan
         ai = messages[idx]
         assert isinstance(ai, AIMessage)
@@ -190,9 +199,15 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         replaced = with_verdicts(
             AIMessage(content=text, id=target.id, name=target.name), all_verdicts
         )
+        update: dict[str, Any] = {"messages": [replaced]}
+        if idx < len(messages) - 1:
+            # a structured answer the model node already took from the replaced message: drop
+            # it and the ToolMessages that answer its calls
+            update["messages"] += [RemoveMessage(id=m.id) for m in messages[idx + 1 :] if m.id]
+            update["structured_response"] = None
         if self.exit_behavior == "end":
-            return {"jump_to": "end", "messages": [replaced]}
-        return {"messages": [replaced]}
+            update["jump_to"] = "end"
+        return update
 
     def _annotations(
         self, messages: Sequence[BaseMessage], plan: _Plan, verdicts: list[Verdict]
