@@ -263,6 +263,34 @@ def test_structured_output_tool_calls_are_checked(guard: Qwen3Guard) -> None:
     assert message_verdicts(out["messages"][-1])["tool_call"].level is Level.UNSAFE
 
 
+def test_return_direct_tool_result_is_checked(guard: Qwen3Guard) -> None:
+    # a return_direct tool's result ends the run without going back through the model: it is
+    # the answer the user gets, so it must be checked as well
+    @tool(return_direct=True)
+    def lookup(query: str) -> str:
+        """Look something up."""
+        return INJECTION
+
+    def agent(exit_behavior: str) -> Any:
+        return create_agent(
+            ScriptedModel(messages=iter([call("lookup", query="weather"), SAFE_A])),
+            [lookup],
+            middleware=[Qwen3GuardMiddleware(guard, exit_behavior=exit_behavior)],  # type: ignore[arg-type]
+        )
+
+    question = {"messages": [{"role": "user", "content": SAFE_Q}]}
+    for exit_behavior in ("end", "replace"):
+        msgs = agent(exit_behavior).invoke(question)["messages"]
+        assert all(INJECTION not in str(m.content) for m in msgs)
+        blocked = [message_verdicts(m).get("tool_result") for m in msgs]
+        assert exit_behavior == "replace" or blocked[-1] is not None
+    amsgs = asyncio.run(agent("end").ainvoke(question))["messages"]
+    assert all(INJECTION not in str(m.content) for m in amsgs)
+    assert message_verdicts(amsgs[-1])["tool_result"].categories == (Category.JAILBREAK,)
+    with pytest.raises(UnsafeContentError):
+        agent("error").invoke(question)
+
+
 # --- guard_tool ----------------------------------------------------------------------------------
 def test_guard_tool(guard: Qwen3Guard) -> None:
     world = World()
