@@ -13,10 +13,12 @@ import pytest
 pytest.importorskip("langchain")
 
 from langchain.agents import create_agent
+from langchain.agents.structured_output import ToolStrategy
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.tools import tool
+from pydantic import BaseModel
 
 from qwen3guard_integrations import (
     Category,
@@ -219,6 +221,74 @@ def test_middleware_stream_guard_stops_a_streamed_answer(
     assert streamed.startswith("Sure! Here is")
     assert message_verdicts(final[-1])["stream"].level is Level.UNSAFE
     assert "step by step" not in str(final[-1].content)
+
+
+class Answer(BaseModel):
+    text: str
+
+
+def test_structured_output_tool_calls_are_checked(guard: Qwen3Guard) -> None:
+    # with ToolStrategy the model node appends a ToolMessage after the AI message: its tool calls
+    # (the structured answer and any real call beside it) must still be checked before tools run
+    for exit_behavior in ("end", "replace"):
+        world = World()
+        both = AIMessage(
+            "",
+            tool_calls=[
+                {"name": "Answer", "args": {"text": "It is sunny."}, "id": "c1"},
+                {"name": "search", "args": {"query": "how to build a bomb"}, "id": "c2"},
+            ],
+        )
+        agent = create_agent(
+            ScriptedModel(messages=iter([both, SAFE_A])),
+            world.tools(),
+            middleware=[Qwen3GuardMiddleware(guard, exit_behavior=exit_behavior)],  # type: ignore[arg-type]
+            response_format=ToolStrategy(Answer),
+        )
+        out = agent.invoke({"messages": [{"role": "user", "content": SAFE_Q}]})
+        assert world.tool_calls == []  # the unsafe call never ran
+        assert message_verdicts(out["messages"][-1])["tool_call"].level is Level.UNSAFE
+        assert not any("bomb" in str(m.content) for m in out["messages"])
+    world = World()
+    unsafe = call("Answer", text="Sure! build the bomb, step by step.")
+    agent = create_agent(
+        ScriptedModel(messages=iter([unsafe])),
+        world.tools(),
+        middleware=[Qwen3GuardMiddleware(guard)],
+        response_format=ToolStrategy(Answer),
+    )
+    out = agent.invoke({"messages": [{"role": "user", "content": SAFE_Q}]})
+    assert out.get("structured_response") is None  # the unsafe structured answer is dropped
+    assert not any("bomb" in str(m.content) for m in out["messages"])
+    assert message_verdicts(out["messages"][-1])["tool_call"].level is Level.UNSAFE
+
+
+def test_return_direct_tool_result_is_checked(guard: Qwen3Guard) -> None:
+    # a return_direct tool's result ends the run without going back through the model: it is
+    # the answer the user gets, so it must be checked as well
+    @tool(return_direct=True)
+    def lookup(query: str) -> str:
+        """Look something up."""
+        return INJECTION
+
+    def agent(exit_behavior: str) -> Any:
+        return create_agent(
+            ScriptedModel(messages=iter([call("lookup", query="weather"), SAFE_A])),
+            [lookup],
+            middleware=[Qwen3GuardMiddleware(guard, exit_behavior=exit_behavior)],  # type: ignore[arg-type]
+        )
+
+    question = {"messages": [{"role": "user", "content": SAFE_Q}]}
+    for exit_behavior in ("end", "replace"):
+        msgs = agent(exit_behavior).invoke(question)["messages"]
+        assert all(INJECTION not in str(m.content) for m in msgs)
+        blocked = [message_verdicts(m).get("tool_result") for m in msgs]
+        assert exit_behavior == "replace" or blocked[-1] is not None
+    amsgs = asyncio.run(agent("end").ainvoke(question))["messages"]
+    assert all(INJECTION not in str(m.content) for m in amsgs)
+    assert message_verdicts(amsgs[-1])["tool_result"].categories == (Category.JAILBREAK,)
+    with pytest.raises(UnsafeContentError):
+        agent("error").invoke(question)
 
 
 # --- guard_tool ----------------------------------------------------------------------------------

@@ -147,6 +147,19 @@ def test_prompt_guard_verdict_in_astream_events(guard: Qwen3Guard) -> None:
     assert any(e["event"] == "on_chat_model_end" for e in events)
 
 
+def test_a_lone_message_dict_is_checked_as_that_message(guard: Qwen3Guard) -> None:
+    # a {"role", "content"} dict is one message, not a list of its keys ("role", "content")
+    bomb = {"role": "user", "content": BOMB_Q}
+    with pytest.raises(UnsafeContentError) as err:
+        PromptGuard(guard).invoke(bomb)
+    assert err.value.verdict.categories == (Category.VIOLENT,)
+    assert is_unsafe(Classify(guard).invoke(bomb))
+    with pytest.raises(UnsafeContentError):
+        guard_chain(FakeListChatModel(responses=[SAFE_A]), guard=guard).invoke(bomb)
+    safe = {"role": "user", "content": SAFE_Q}
+    assert PromptGuard(guard).invoke(safe) == safe
+
+
 # --- ResponseGuard -------------------------------------------------------------------------------
 def test_response_guard_attaches_the_verdict(guard: Qwen3Guard) -> None:
     chain = FakeListChatModel(responses=[SAFE_A]) | ResponseGuard(guard)
@@ -271,3 +284,18 @@ def test_guard_chain_stream_guard_only_invoke(sguard: Qwen3StreamGuard) -> None:
     assert err.value.verdict.token_index is not None
     with pytest.raises(InvalidInputError):
         guard_chain(FakeListChatModel(responses=[SAFE_A]))
+
+
+def test_guard_chain_stream_passes_a_textless_answer_like_invoke(guard: Qwen3Guard) -> None:
+    # an answer with only tool calls has no text to moderate: invoke passes it, so must stream
+    calls = AIMessage("", tool_calls=[{"name": "search", "args": {"q": "x"}, "id": "c1"}])
+    safe = guard_chain(RunnableLambda(lambda _: calls), guard=guard)
+    assert safe.invoke(SAFE_Q).tool_calls == calls.tool_calls
+    chunks = list(safe.stream(SAFE_Q))
+    assert len(chunks) == 1 and chunks[0].tool_calls == calls.tool_calls
+
+    async def main() -> list[Any]:
+        return [c async for c in safe.astream(SAFE_Q)]
+
+    achunks = asyncio.run(main())
+    assert len(achunks) == 1 and achunks[0].tool_calls == calls.tool_calls

@@ -235,6 +235,9 @@ class GuardedChain(Runnable[Any, Any]):
             out = _merge(list(chunks))
             if out is None:
                 return
+            if not output_text(out).strip():  # nothing to moderate: as invoke does
+                yield out
+                return
             assert self.guard is not None
             rv = self.guard.check_response(prompt, output_text(out))  # type: ignore[arg-type]
             dispatch_verdict("response", rv, self._blocks(rv), config)
@@ -274,6 +277,9 @@ class GuardedChain(Runnable[Any, Any]):
                 return
             out = _merge([c async for c in chunks])
             if out is None:
+                return
+            if not output_text(out).strip():  # nothing to moderate: as ainvoke does
+                yield out
                 return
             assert self.guard is not None
             rv = await self.guard.acheck_response(prompt, output_text(out))  # type: ignore[arg-type]

@@ -79,7 +79,8 @@ def message_to_dict(message: BaseMessage) -> dict[str, Any]:
 def _messages(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, PromptValue):
         value = value.to_messages()
-    if isinstance(value, BaseMessage):
+    if isinstance(value, BaseMessage) or (isinstance(value, Mapping) and _is_message_dict(value)):
+        # one message; convert_to_messages would iterate a dict's keys as messages
         value = [value]
     try:
         msgs = convert_to_messages(value)

@@ -8,7 +8,8 @@ Checks, each switchable: the user's input before the model (prompt check, when t
 the user's), the model's answer after it (response check in the conversation's context), every
 tool call the model asks for - its name and arguments, as the assistant's action in the context
 of the user's request - after the model and before any tool runs, and tool results before they go
-back to the model (as prompt-side content, so injected instructions and Jailbreak are caught).
+back to the model (as prompt-side content, so injected instructions and Jailbreak are caught;
+the results of ``return_direct`` tools, which end the run, before the run ends).
 With a ``stream_guard`` the model's tokens are moderated by the Stream head as they stream.
 
 On a block, ``exit_behavior``: ``"end"`` stops the run with a violation message (an unsafe answer
@@ -34,7 +35,14 @@ from langchain.agents.middleware.types import (
     ModelResponse,
     hook_config,
 )
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    RemoveMessage,
+    ToolMessage,
+)
 
 from ..core.errors import InvalidInputError, UnsafeContentError
 from ..core.verdict import Verdict
@@ -128,7 +136,9 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
     def _output_plan(self, messages: Sequence[BaseMessage]) -> _Plan:
         plan: _Plan = []
         idx = _last_index(messages, AIMessage)
-        if idx is None or idx != len(messages) - 1:
+        # the answer is last, or followed only by the ToolMessages the model node adds for a
+        # structured answer (ToolStrategy): its tool calls are still to be checked
+        if idx is None or not all(isinstance(m, ToolMessage) for m in messages[idx + 1 :]):
             return plan
         ai = messages[idx]
         assert isinstance(ai, AIMessage)
@@ -190,9 +200,15 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         replaced = with_verdicts(
             AIMessage(content=text, id=target.id, name=target.name), all_verdicts
         )
+        update: dict[str, Any] = {"messages": [replaced]}
+        if idx < len(messages) - 1:
+            # a structured answer the model node already took from the replaced message: drop
+            # it and the ToolMessages that answer its calls
+            update["messages"] += [RemoveMessage(id=m.id) for m in messages[idx + 1 :] if m.id]
+            update["structured_response"] = None
         if self.exit_behavior == "end":
-            return {"jump_to": "end", "messages": [replaced]}
-        return {"messages": [replaced]}
+            update["jump_to"] = "end"
+        return update
 
     def _annotations(
         self, messages: Sequence[BaseMessage], plan: _Plan, verdicts: list[Verdict]
@@ -245,6 +261,28 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         """Async twin of :meth:`after_model`."""
         messages = list(state["messages"])
         return await self._arun(messages, self._output_plan(messages))
+
+    def _direct_plan(self, messages: Sequence[BaseMessage]) -> _Plan:
+        # a run that ends on tool results (return_direct tools) never passes before_model again
+        if not messages or not isinstance(messages[-1], ToolMessage):
+            return []
+        return self._input_plan(messages)
+
+    @staticmethod
+    def _at_end(update: dict[str, Any] | None) -> dict[str, Any] | None:
+        if update is not None:
+            update.pop("jump_to", None)  # the run ends here anyway
+        return update
+
+    def after_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        """Check the tool results a run ends on (``return_direct`` tools): the user reads them."""
+        messages = list(state["messages"])
+        return self._at_end(self._run(messages, self._direct_plan(messages)))
+
+    async def aafter_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        """Async twin of :meth:`after_agent`."""
+        messages = list(state["messages"])
+        return self._at_end(await self._arun(messages, self._direct_plan(messages)))
 
     def wrap_model_call(
         self,
