@@ -206,7 +206,13 @@ class Qwen3GuardStreamCallback(_Base, BaseCallbackHandler):
 
 class AsyncQwen3GuardStreamCallback(_Base, AsyncCallbackHandler):
     """Async twin of :class:`Qwen3GuardStreamCallback`: every model call runs in a worker thread,
-    so the event loop never waits on the Stream model."""
+    so the event loop never waits on the Stream model.
+
+    Only for async runs (``astream``, ``ainvoke``). In a sync run (``stream``, ``invoke``)
+    LangChain runs async handlers on the side and logs their errors instead of raising them, so
+    this handler could not stop the stream there. :class:`Qwen3GuardStreamCallback` stops both
+    sync and async runs; use it when one handler must serve both.
+    """
 
     async def on_chat_model_start(
         self,
