@@ -342,3 +342,19 @@ async def test_without_a_stream_guard_async_streams_are_buffered_too(
         async for text in response.response_gen:
             got.append(text)
     assert got == []
+
+
+async def test_a_refused_query_to_a_streaming_engine_is_still_a_stream(
+    guard: Qwen3Guard,
+    index,  # type: ignore[no-untyped-def]
+) -> None:
+    llm = ScriptedLLM(SAFE_ANSWER)
+    engine = _engine(index, llm, guard, streaming=True, on_unsafe="refuse")
+    refused = engine.query(UNSAFE_QUERY)
+    assert isinstance(refused, StreamingResponse)  # code written for streaming keeps working
+    assert "".join(refused.response_gen) == DEFAULT_REFUSAL
+    assert refused.metadata[METADATA_KEY]["blocked"] == "query"
+    arefused = await engine.aquery(UNSAFE_QUERY)
+    assert isinstance(arefused, AsyncStreamingResponse)
+    assert "".join([p async for p in arefused.async_response_gen()]) == DEFAULT_REFUSAL
+    assert llm.prompts == []

@@ -10,6 +10,7 @@ response.metadata["qwen3guard"]   # {"query": {...}, "response": {...}, "blocked
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -65,6 +66,8 @@ class GuardedQueryEngine(BaseQueryEngine):
             or ends silently when ``refusal`` is empty).
         refusal: the refusal text.
         metadata_key: where verdicts go in ``response.metadata``.
+        streaming: whether the wrapped engine streams (default: read from its synthesizer), so
+            that a refused query comes back in the same shape (a stream yielding the refusal).
         callback_manager: LlamaIndex callback manager (default: a new empty one).
     """
 
@@ -79,6 +82,7 @@ class GuardedQueryEngine(BaseQueryEngine):
         on_unsafe: OnUnsafe = "raise",
         refusal: str = DEFAULT_REFUSAL,
         metadata_key: str = METADATA_KEY,
+        streaming: bool | None = None,
         callback_manager: CallbackManager | None = None,
     ) -> None:
         if on_unsafe not in ("raise", "refuse"):
@@ -95,6 +99,7 @@ class GuardedQueryEngine(BaseQueryEngine):
         self.on_unsafe: OnUnsafe = on_unsafe
         self.refusal = refusal
         self.metadata_key = metadata_key
+        self.streaming = streaming
         super().__init__(callback_manager)
 
     def _get_prompt_modules(self) -> PromptMixinType:
@@ -118,6 +123,30 @@ class GuardedQueryEngine(BaseQueryEngine):
         if self.on_unsafe == "raise":
             raise UnsafeContentError(verdict)
         return Response(self.refusal, source_nodes=sources, metadata={self.metadata_key: record})
+
+    def _streams(self) -> bool:
+        """Whether the wrapped engine answers with streams (``streaming``, else its synthesizer's
+        own setting)."""
+        if self.streaming is not None:
+            return self.streaming
+        synthesizer = getattr(self.query_engine, "_response_synthesizer", None)
+        return bool(getattr(synthesizer, "_streaming", False))
+
+    def _refuse_query(self, verdict: Verdict, record: dict[str, Any], *, is_async: bool) -> Any:
+        """A blocked query: raise, or the refusal in the shape a caller of this engine expects
+        (a stream that yields it, for a streaming engine)."""
+        response = self._refuse(verdict, record, [])
+        if not self._streams():
+            return response
+        pieces = [self.refusal] if self.refusal else []
+        if not is_async:
+            return StreamingResponse(response_gen=(p for p in pieces), metadata=response.metadata)
+
+        async def agen() -> AsyncGenerator[str, None]:
+            for piece in pieces:
+                yield piece
+
+        return AsyncStreamingResponse(response_gen=agen(), metadata=response.metadata)
 
     def _attach(self, response: Any, record: dict[str, Any]) -> None:
         response.metadata = {**(response.metadata or {}), self.metadata_key: record}
@@ -167,7 +196,7 @@ class GuardedQueryEngine(BaseQueryEngine):
             verdict = self.guard.check_prompt(query)
             emit(self._event(verdict, "query", record))
             if record["blocked"]:
-                return self._refuse(verdict, record, [])
+                return self._refuse_query(verdict, record, is_async=False)  # type: ignore[no-any-return]
         response = self.query_engine.query(query_bundle)
         if not self.check_response:
             self._attach(response, record)
@@ -190,7 +219,7 @@ class GuardedQueryEngine(BaseQueryEngine):
             verdict = await self.guard.acheck_prompt(query)
             await aemit(self._event(verdict, "query", record))
             if record["blocked"]:
-                return self._refuse(verdict, record, [])
+                return self._refuse_query(verdict, record, is_async=True)  # type: ignore[no-any-return]
         response = await self.query_engine.aquery(query_bundle)
         if not self.check_response:
             self._attach(response, record)
