@@ -268,6 +268,22 @@ def test_guard_chain_refuse_and_async(guard: Qwen3Guard) -> None:
     assert out.content == "Nope." and set(message_verdicts(out)) == {"prompt"}
 
 
+def test_guard_chain_refuses_a_string_chain_with_a_string(guard: Qwen3Guard) -> None:
+    from langchain_core.output_parsers import StrOutputParser
+
+    chain = (
+        ChatPromptTemplate.from_messages([("human", "{input}")])
+        | FakeListChatModel(responses=[SAFE_A, BOMB_A])
+        | StrOutputParser()
+    )
+    safe = guard_chain(chain, guard=guard, on_block="refuse", refusal="Nope.")
+    assert safe.invoke({"input": BOMB_Q}) == "Nope."  # blocked before the chain ran
+    assert safe.invoke({"input": SAFE_Q}) == SAFE_A
+    assert safe.invoke({"input": SAFE_Q}) == "Nope."  # the unsafe answer, refused
+    messages = guard_chain(chain.first | chain.middle[0], guard=guard, on_block="refuse")
+    assert isinstance(messages.invoke({"input": BOMB_Q}), AIMessage)
+
+
 def test_guard_chain_streams_without_stream_guard_whole(guard: Qwen3Guard) -> None:
     safe = guard_chain(GenericFakeChatModel(messages=iter([SAFE_A])), guard=guard)
     chunks = list(safe.stream(SAFE_Q))

@@ -119,9 +119,16 @@ class GuardedChain(Runnable[Any, Any]):
     def _refuse(self, verdicts: dict[str, Verdict], like: Any = None) -> Any:
         if self.on_block == "raise":
             raise UnsafeContentError(list(verdicts.values())[-1])
-        if isinstance(like, str):
+        if isinstance(like, str) or (like is None and self._outputs_str()):
             return self.refusal
         return refusal_message(self.refusal, verdicts)
+
+    def _outputs_str(self) -> bool:
+        """Whether the chain says it outputs strings (for a refusal before it has run)."""
+        try:
+            return self.chain.OutputType is str
+        except Exception:  # a Runnable that cannot tell
+            return False
 
     def _finish(self, out: Any, verdicts: dict[str, Verdict]) -> Any:
         """The chain's output annotated, or the block's answer."""
