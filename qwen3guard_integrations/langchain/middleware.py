@@ -145,7 +145,7 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         convo = [message_to_dict(m) for m in messages[: idx + 1]]
         if self.check_output and ai.text.strip():
             plan.append(("response", idx, convo))
-        if self.check_tool_calls and ai.tool_calls:
+        if self.check_tool_calls and (ai.tool_calls or ai.invalid_tool_calls):
             user = _last_index(messages, HumanMessage)
             context: Any = (
                 convo[: user + 1] if user is not None else [{"role": "user", "content": ""}]
@@ -154,6 +154,10 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
                 plan.append(
                     ("tool_call", idx, (context, tool_call_text(call["name"], call["args"])))
                 )
+            # calls whose arguments did not parse never run, but their text is in the message
+            for bad in ai.invalid_tool_calls:
+                text = tool_call_text(bad.get("name") or "unknown", bad.get("args") or "")
+                plan.append(("tool_call", idx, (context, text)))
         return plan
 
     # --- acting on the verdicts ---------------------------------------------------------------
