@@ -121,3 +121,10 @@ def test_a_plot_matplotlib_cannot_write_is_refused_before_the_run(tiny, cases, t
         assert run.returncode == 2, run.stderr
         assert "--plot" in run.stderr and "png" in run.stderr and "Traceback" not in run.stderr
         assert not out.exists() and not list(tmp_path.glob("timeliness*"))
+
+
+def test_an_out_path_in_a_missing_folder_is_refused_before_the_run(tiny, cases, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "nope" / "results.jsonl"
+    run = _eval("--model", str(tiny.gen), str(cases), "--out", str(missing), "--quiet")
+    assert run.returncode == 2 and "--out" in run.stderr and "does not exist" in run.stderr
+    assert "Traceback" not in run.stderr and not missing.parent.exists()

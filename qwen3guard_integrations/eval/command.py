@@ -109,6 +109,10 @@ def run_eval(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.plot:
         _check_plot_path(args.plot)
+    for path, flag in ((args.out, "--out"), (args.plot, "--plot")):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder is not None and not os.path.isdir(folder):
+            raise InvalidInputError(f"{flag} {path}: the folder {folder} does not exist")
     records = load_records(args.data)
     model = args.model or (DEFAULT_STREAM if args.stream else DEFAULT_GEN)
     from ..model_check import check_models
