@@ -306,3 +306,23 @@ def test_guard_chain_async_stream_events(guard: Qwen3Guard, sguard: Qwen3StreamG
     text, stages = asyncio.run(main())
     assert stages == ["prompt", "stream"]
     assert "hotwire" not in text and HOTWIRE_A.startswith(text)
+
+
+async def test_guard_chain_astream_closes_its_session_when_the_consumer_stops(
+    guard: Qwen3Guard, sguard: Qwen3StreamGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contextlib import aclosing
+
+    opened: list[Any] = []
+    real = sguard.session
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(sguard, "session", recording)
+    chain = guard_chain(model(SAFE_A), guard=guard, stream_guard=sguard)
+    async with aclosing(chain.astream(SAFE_Q)) as stream:
+        async for _ in stream:
+            break  # the consumer stops after the first released chunk
+    assert len(opened) == 1 and opened[0].closed  # closed now, not at garbage collection

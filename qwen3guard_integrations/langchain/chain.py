@@ -279,8 +279,11 @@ class GuardedChain(Runnable[Any, Any]):
             if self._stage is not None:
                 moderated = self._stage._amoderate(session, chunks, config, {"prompt": pv})
                 session = None
-                async for item in moderated:
-                    yield item
+                try:
+                    async for item in moderated:
+                        yield item
+                finally:  # a consumer that stops early: close the stage (and its session) now
+                    await moderated.aclose()
                 return
             out = _merge([c async for c in chunks])
             if out is None:
@@ -310,10 +313,14 @@ class GuardedChain(Runnable[Any, Any]):
         async def one() -> AsyncIterator[Any]:
             yield input
 
-        async for item in self._atransform_stream_with_config(
-            one(), self._astream, config, **kwargs
-        ):
-            yield item
+        inner = self._atransform_stream_with_config(one(), self._astream, config, **kwargs)
+        try:
+            async for item in inner:
+                yield item
+        finally:  # a consumer that stops early: close the run (and its session) now
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def _merge(chunks: list[Any]) -> Any:

@@ -27,7 +27,7 @@ response after a neutral placeholder user turn.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
@@ -190,7 +190,7 @@ class StreamGuard(Runnable[Any, Any]):
         chunks: AsyncIterator[Any],
         config: RunnableConfig,
         extra: dict[str, Verdict] | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         extra = extra or {}
         hold, out = HoldBack(session), _Out()
         try:
