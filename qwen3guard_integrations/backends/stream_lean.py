@@ -30,7 +30,9 @@ class _Layer:
     qk_w: Any
     qk_eps: float
     in_norm: Any
+    in_eps: float
     post_norm: Any
+    post_eps: float
     nq: int
     nk: int
     inter: int
@@ -70,7 +72,9 @@ class LeanStep:
                         qk_w=qk_w,
                         qk_eps=_eps(attn.q_norm),
                         in_norm=layer.input_layernorm,
+                        in_eps=_eps(layer.input_layernorm),
                         post_norm=layer.post_attention_layernorm,
+                        post_eps=_eps(layer.post_attention_layernorm),
                         nq=nq,
                         nk=nk,
                         inter=mlp.gate_proj.weight.shape[0],
@@ -83,6 +87,8 @@ class LeanStep:
         with torch.no_grad():
             self._heads = _fuse(torch, [m.risk_level_head, m.category_head])
         self._n_risk = m.risk_level_head.weight.shape[0]
+        self._final_eps = _eps(self.backbone.norm)
+        self._head_eps = _eps(m.risk_level_category_layernorm)
 
     def response_heads(self, hidden: Any) -> tuple[Any, Any]:
         """The response head path (risk and category logits) for hidden states ``[T, H]``."""
@@ -92,6 +98,7 @@ class LeanStep:
             self.torch,
             m.risk_level_category_layernorm,
             F.linear(hidden, m.risk_level_category_pre.weight),
+            self._head_eps,
         )
         both = F.linear(r, self._heads)
         return both[..., : self._n_risk], both[..., self._n_risk :]
@@ -127,7 +134,7 @@ class LeanStep:
         h = emb[token].view(1, -1)  # [1, H]: one position, batch folded
         cos, sin = self._cos_sin(pos, h[None])
         for i, L in enumerate(self.layers):
-            x = _rms(torch, L.in_norm, h)
+            x = _rms(torch, L.in_norm, h, L.in_eps)
             hd = L.qk_w.shape[-1]
             qkv = F.linear(x, L.wqkv).view(1, -1, hd)  # [1, heads, hd] (one position)
             n_qk = L.nq + L.nk
@@ -142,10 +149,10 @@ class LeanStep:
             keys, values = cache.update(qk[:, L.nq :].unsqueeze(2), v.unsqueeze(2), i)
             o = F.scaled_dot_product_attention(q, keys, values, scale=L.scaling, enable_gqa=True)
             h = torch.addmm(h, o.reshape(1, -1), L.wo.t())
-            x = _rms(torch, L.post_norm, h)
+            x = _rms(torch, L.post_norm, h, L.post_eps)
             gate, up = F.linear(x, L.wgu).split(L.inter, dim=-1)
             h = torch.addmm(h, L.act(gate) * up, L.wdown.t())
-        return _rms(torch, self.backbone.norm, h)
+        return _rms(torch, self.backbone.norm, h, self._final_eps)
 
 
 def _fuse(torch: Any, modules: list[Any]) -> Any:
@@ -164,10 +171,10 @@ def _eps(norm: Any) -> float:
     return float(eps)
 
 
-def _rms(torch: Any, norm: Any, x: Any) -> Any:
+def _rms(torch: Any, norm: Any, x: Any, eps: float) -> Any:
     """Qwen3RMSNorm's arithmetic: normalise in float32, cast back, scale by the weight."""
     F = torch.nn.functional
     if x.dtype == norm.weight.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), norm.weight, _eps(norm))
-    y = F.rms_norm(x.float(), (x.shape[-1],), eps=_eps(norm))
+        return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+    y = F.rms_norm(x.float(), (x.shape[-1],), eps=eps)
     return norm.weight * y.to(x.dtype)

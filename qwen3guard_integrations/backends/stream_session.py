@@ -289,8 +289,9 @@ class StreamSession:
             raise
 
     def _run(self, ids: list[int]) -> StreamUpdate:
-        if self._context and ids:
-            # past the model's context its positions mean nothing: refuse (nothing committed)
+        if self._context and self.cached_tokens + len(ids) > self._context:
+            # past the model's context its positions mean nothing: refuse (nothing committed);
+            # len(ids) bounds what is fed, so the exact count is only taken near the limit
             probe = copy.copy(self._filter)
             fed = sum(probe.plan(t).feed for t in ids)
             if self.cached_tokens + fed > self._context:

@@ -67,6 +67,9 @@ class TGIGenBackend(RemoteGenBackend):
         self.headers = dict(headers or {})
         self.token = token
         self.top_n_tokens = top_n_tokens
+        body = tgi_body("", max_new_tokens=self.max_new_tokens, top_n_tokens=top_n_tokens)
+        #: the /generate parameters, the same for every request
+        self._params = {k: v for k, v in body["parameters"].items() if v is not None}
         self._client = self.hub.InferenceClient(
             model=self.url + "/generate", headers=self.headers, token=token, timeout=self.timeout
         )
@@ -114,19 +117,10 @@ class TGIGenBackend(RemoteGenBackend):
 
     # --- one request -------------------------------------------------------------------------
 
-    def _params(self) -> dict[str, Any]:
-        params: dict[str, Any] = dict(
-            tgi_body("", max_new_tokens=self.max_new_tokens, top_n_tokens=self.top_n_tokens)[
-                "parameters"
-            ]
-        )
-        params = {k: v for k, v in params.items() if v is not None}
-        return params
-
     def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
         prompt = self.renderer.text(ids, fast=False)
         try:
-            out = self._client.text_generation(prompt, **self._params())
+            out = self._client.text_generation(prompt, **self._params)
         except Exception as exc:
             raise self._error(exc) from exc
         return tgi_answer(_plain(out), head=head, labels=self.labels)
@@ -134,7 +128,7 @@ class TGIGenBackend(RemoteGenBackend):
     async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
         prompt = self.renderer.text(ids, fast=False)
         try:
-            out = await state["client"].text_generation(prompt, **self._params())
+            out = await state["client"].text_generation(prompt, **self._params)
         except Exception as exc:
             raise self._error(exc) from exc
         return tgi_answer(_plain(out), head=head, labels=self.labels)
