@@ -43,8 +43,8 @@ PROMPT_TOKENS = 81
 
 
 def _loaded(name: str, torch: Any, transformers: Any) -> Any:
-    from qwen3guard_integrations.backends.stream_loading import LoadedStreamModel, StreamLabels
-    from qwen3guard_integrations.backends.stream_model import Qwen3GuardStreamModel
+    from qwen3guard_integrations.backends.stream.loading import LoadedStreamModel, StreamLabels
+    from qwen3guard_integrations.backends.stream.model import Qwen3GuardStreamModel
 
     config = transformers.Qwen3Config(
         vocab_size=VOCAB,
@@ -79,7 +79,7 @@ def bench(name: str, n_tokens: int) -> dict[str, Any]:
     """Measure one shape."""
     torch = __import__("torch")
     transformers = __import__("transformers")
-    from qwen3guard_integrations.backends.stream_runtime import StreamRunner
+    from qwen3guard_integrations.backends.stream.runtime import StreamRunner
 
     runner = StreamRunner(_loaded(name, torch, transformers))
     g = torch.Generator().manual_seed(0)

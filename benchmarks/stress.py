@@ -95,7 +95,7 @@ async def _checks(guard: Any, n: int, seed: int, cancel: bool) -> dict[str, Any]
 
 
 async def _stream_round(sguard: Any, n: int, cancel: bool) -> dict[str, Any]:
-    from qwen3guard_integrations.backends.stream_session import StreamSession
+    from qwen3guard_integrations.guards.session import StreamSession
 
     async def one(text: str) -> Any:
         async with sguard.asession("Can you help me?") as s:

@@ -30,13 +30,13 @@ from .core import (
 )
 
 if TYPE_CHECKING:
-    from .guard import Qwen3Guard
-    from .stream_guard import Qwen3StreamGuard
+    from .guards.gen import Qwen3Guard
+    from .guards.stream import Qwen3StreamGuard
 
 __version__ = "0.1.0"
 
 #: Names served lazily (they need torch/transformers): name -> module.
-_LAZY = {"Qwen3Guard": ".guard", "Qwen3StreamGuard": ".stream_guard"}
+_LAZY = {"Qwen3Guard": ".guards.gen", "Qwen3StreamGuard": ".guards.stream"}
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from qwen3guard_integrations.backends.batcher import MicroBatcher
+from qwen3guard_integrations.guards.batcher import MicroBatcher
 
 
 def _square_or_error(items: list[int]) -> list[int | Exception]:

@@ -162,7 +162,7 @@ def test_gen_refusal_rule(gen) -> None:  # type: ignore[no-untyped-def]
 def stream(tiny):  # type: ignore[no-untyped-def]
     from safetensors.torch import load_file
 
-    from qwen3guard_integrations.backends.stream_model import Qwen3GuardStreamModel
+    from qwen3guard_integrations.backends.stream.model import Qwen3GuardStreamModel
 
     tok = transformers.AutoTokenizer.from_pretrained(tiny.stream)
     model = Qwen3GuardStreamModel(transformers.AutoConfig.from_pretrained(tiny.stream))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen3guard_integrations.backends.stream_model import HEAD_WEIGHT_NAMES
+from qwen3guard_integrations.backends.stream.model import HEAD_WEIGHT_NAMES
 from qwen3guard_integrations.testing.build import BuildOptions, _cache_key
 
 

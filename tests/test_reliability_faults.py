@@ -25,8 +25,8 @@ from qwen3guard_integrations import (
     SessionClosedError,
     Verdict,
 )
-from qwen3guard_integrations.backends.stream_holdback import HoldBack
 from qwen3guard_integrations.core.messages import Message
+from qwen3guard_integrations.guards.holdback import HoldBack
 from qwen3guard_integrations.testing import Fault, GenTestServer
 
 pytest.importorskip("torch")

@@ -20,7 +20,7 @@ from qwen3guard_integrations import (
     Qwen3StreamGuard,
     SessionClosedError,
 )
-from qwen3guard_integrations.backends.stream_holdback import HoldBack
+from qwen3guard_integrations.guards.holdback import HoldBack
 from qwen3guard_integrations.testing import GenTestServer
 
 pytest.importorskip("torch")

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from qwen3guard_integrations import Level, Qwen3Guard, Qwen3StreamGuard
-from qwen3guard_integrations.backends.stream_session import StreamSession
 from qwen3guard_integrations.core.labels import Category
+from qwen3guard_integrations.guards.session import StreamSession
 from qwen3guard_integrations.testing import GenTestServer
 
 torch = pytest.importorskip("torch")

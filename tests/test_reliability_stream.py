@@ -17,7 +17,7 @@ from contract_cases import RESPONSE_CARRIERS
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
 from qwen3guard_integrations import Level, Qwen3StreamGuard, UnsafeContentError
-from qwen3guard_integrations.backends.stream_holdback import HoldBack
+from qwen3guard_integrations.guards.holdback import HoldBack
 from qwen3guard_integrations.langchain import Qwen3GuardStreamCallback, StreamGuard
 
 SAFE_A = "Sure, here is a simple recipe: layer pasta, vegetables and cheese, then bake it."

@@ -205,7 +205,7 @@ def test_busy_answers_are_retried_with_retry_after(
 
 
 def test_retry_after_is_bounded(server: GenTestServer, tiny) -> None:  # type: ignore[no-untyped-def]
-    from qwen3guard_integrations.backends.remote_protocol import RetryPolicy
+    from qwen3guard_integrations.backends.remote.protocol import RetryPolicy
 
     with _remote(server, tiny, "tgi") as guard:
         guard.backend.retry = RetryPolicy(max_retries=1, max_delay_s=0.1)  # type: ignore[attr-defined]

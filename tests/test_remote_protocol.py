@@ -9,8 +9,8 @@ import time
 import pytest
 
 from qwen3guard_integrations import BackendHTTPError, BackendProtocolError, Level
-from qwen3guard_integrations.backends.openai_compat import api_base, model_context
-from qwen3guard_integrations.backends.remote_protocol import (
+from qwen3guard_integrations.backends.remote.openai import api_base, model_context
+from qwen3guard_integrations.backends.remote.protocol import (
     LabelTokens,
     RetryPolicy,
     error_from_body,
@@ -19,7 +19,7 @@ from qwen3guard_integrations.backends.remote_protocol import (
     tgi_answer,
     tgi_body,
 )
-from qwen3guard_integrations.backends.tgi import tgi_limits
+from qwen3guard_integrations.backends.remote.tgi import tgi_limits
 
 LABELS = LabelTokens(
     ids={Level.SAFE: 11, Level.UNSAFE: 22, Level.CONTROVERSIAL: 33},

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qwen3guard_integrations import InvalidInputError
-from qwen3guard_integrations.backends.retokenizer import Retokenizer, backend_tokenizer
+from qwen3guard_integrations.guards.retokenizer import Retokenizer, backend_tokenizer
 from qwen3guard_integrations.testing import qwen3_tokenizer
 
 TOK = qwen3_tokenizer(16384)

@@ -8,7 +8,7 @@ import pytest
 from contract_cases import RESPONSE_CARRIERS, SAFE_RESPONSES
 
 from qwen3guard_integrations import Level, Qwen3StreamGuard
-from qwen3guard_integrations.backends.stream_holdback import HoldBack
+from qwen3guard_integrations.guards.holdback import HoldBack
 
 pytest.importorskip("torch")
 
@@ -138,7 +138,7 @@ def test_peek_sees_the_held_back_tail_and_leaves_no_trace(guard: Qwen3StreamGuar
 
 
 def test_a_flagged_run_cut_short_by_the_end_still_blocks(guard: Qwen3StreamGuard) -> None:
-    from qwen3guard_integrations.backends.stream_decision import Debouncer
+    from qwen3guard_integrations.core.stream_rule import Debouncer
 
     d = Debouncer(3)
     assert not d.push(Level.SAFE) and not d.push(Level.UNSAFE) and not d.push(Level.UNSAFE)

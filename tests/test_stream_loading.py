@@ -14,12 +14,12 @@ from qwen3guard_integrations.core.labels import Category, Level
 torch = pytest.importorskip("torch")
 st = pytest.importorskip("safetensors.torch")
 
-from qwen3guard_integrations.backends.stream_loading import (  # noqa: E402
+from qwen3guard_integrations.backends.stream.loading import (  # noqa: E402
     StreamLabels,
     load_stream_model,
     resolve_checkpoint,
 )
-from qwen3guard_integrations.backends.stream_model import HEAD_WEIGHT_NAMES  # noqa: E402
+from qwen3guard_integrations.backends.stream.model import HEAD_WEIGHT_NAMES  # noqa: E402
 
 
 def _copy(tiny, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]

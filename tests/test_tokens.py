@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qwen3guard_integrations.backends.tokens import plain_token_ids
+from qwen3guard_integrations.backends.render import plain_token_ids
 from qwen3guard_integrations.testing import qwen3_tokenizer
 
 TOK = qwen3_tokenizer(16384)

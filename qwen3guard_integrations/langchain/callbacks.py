@@ -37,7 +37,7 @@ from langchain_core.outputs import LLMResult
 from ..core.errors import InvalidInputError, UnsafeContentError
 from ..core.policy import Policy
 from ..core.verdict import Verdict
-from ..stream_guard import Qwen3StreamGuard
+from ..guards.stream import Qwen3StreamGuard
 from .convert import message_to_dict, text_of_content
 
 __all__ = ["AsyncQwen3GuardStreamCallback", "Qwen3GuardStreamCallback", "VerdictHook"]

@@ -29,8 +29,8 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from ..core.errors import InvalidInputError, UnsafeContentError
 from ..core.verdict import Verdict
-from ..guard import Qwen3Guard
-from ..stream_guard import Qwen3StreamGuard
+from ..guards.gen import Qwen3Guard
+from ..guards.stream import Qwen3StreamGuard
 from .convert import output_text, prompt_of
 from .guard_runnables import DEFAULT_REFUSAL, OnBlock, refusal_message
 from .reporting import adispatch_verdict, dispatch_verdict, with_verdicts

@@ -19,7 +19,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from ..core.errors import InvalidInputError, UnsafeContentError
 from ..core.verdict import Verdict
-from ..guard import Qwen3Guard
+from ..guards.gen import Qwen3Guard
 from .convert import EMPTY_USER, conversation_of, output_text, prompt_of
 from .reporting import adispatch_verdict, dispatch_verdict, with_verdicts
 

@@ -46,8 +46,8 @@ from langchain_core.messages import (
 
 from ..core.errors import InvalidInputError, UnsafeContentError
 from ..core.verdict import Verdict
-from ..guard import CheckItem, Qwen3Guard
-from ..stream_guard import Qwen3StreamGuard
+from ..guards.gen import CheckItem, Qwen3Guard
+from ..guards.stream import Qwen3StreamGuard
 from .callbacks import AsyncQwen3GuardStreamCallback, Qwen3GuardStreamCallback
 from .convert import message_to_dict, text_of_content
 from .reporting import Stage, adispatch_verdict, current_config, dispatch_verdict, with_verdicts

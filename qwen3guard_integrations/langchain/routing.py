@@ -26,7 +26,7 @@ from ..core.errors import InvalidInputError
 from ..core.labels import Category, Level
 from ..core.policy import Policy
 from ..core.verdict import Verdict
-from ..guard import Qwen3Guard
+from ..guards.gen import Qwen3Guard
 from .convert import EMPTY_USER, conversation_of, message_to_dict
 from .reporting import adispatch_verdict, dispatch_verdict, message_verdicts
 

@@ -7,7 +7,7 @@ for chunk in chain.stream({"topic": "..."}):
 ```
 
 Each incoming chunk's text is fed to a Stream session through a
-:class:`~qwen3guard_integrations.backends.stream_holdback.HoldBack`: text comes out once every
+:class:`~qwen3guard_integrations.guards.holdback.HoldBack`: text comes out once every
 token in it is moderated and no later trip can include it (at most the debounce window, plus a word
 the re-tokenizer still holds, behind the model). When the debounced decision blocks, nothing more
 is released: the stage stops reading the model (so it stops generating) and ends the stream with
@@ -34,11 +34,11 @@ from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackMa
 from langchain_core.messages import AIMessageChunk, BaseMessage, message_chunk_to_message
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from ..backends.stream_holdback import HoldBack, Release
 from ..core.errors import InvalidInputError, UnsafeContentError
 from ..core.labels import Level, Role
 from ..core.verdict import Verdict
-from ..stream_guard import Qwen3StreamGuard
+from ..guards.holdback import HoldBack, Release
+from ..guards.stream import Qwen3StreamGuard
 from .reporting import adispatch_verdict, dispatch_verdict, with_verdicts
 
 __all__ = ["NO_PROMPT", "StreamGuard"]

@@ -22,7 +22,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 
 from ..core.errors import InvalidInputError, UnsafeContentError
 from ..core.verdict import Verdict
-from ..guard import Qwen3Guard
+from ..guards.gen import Qwen3Guard
 from .convert import EMPTY_USER
 from .middleware import tool_call_text
 from .reporting import adispatch_verdict, current_config, dispatch_verdict

@@ -21,7 +21,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from ..core.errors import UnsafeContentError
 from ..core.verdict import Verdict
-from ..guard import Qwen3Guard
+from ..guards.gen import Qwen3Guard
 from .events import Qwen3GuardVerdictEvent, aemit, emit
 
 __all__ = ["METADATA_KEY", "Qwen3GuardNodePostprocessor", "flag_node"]

@@ -27,8 +27,8 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ..core.errors import InvalidInputError, UnsafeContentError
 from ..core.verdict import Verdict
-from ..guard import Qwen3Guard
-from ..stream_guard import Qwen3StreamGuard
+from ..guards.gen import Qwen3Guard
+from ..guards.stream import Qwen3StreamGuard
 from .events import Qwen3GuardVerdictEvent, Stage, aemit, emit
 from .postprocessor import METADATA_KEY
 from .streaming import OnUnsafe, StreamGuardConfig, aguard_token_gen, guard_token_gen

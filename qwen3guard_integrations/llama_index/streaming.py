@@ -1,7 +1,7 @@
 """Guarded token generators for ``StreamingResponse.response_gen`` (sync and async).
 
 With a :class:`~qwen3guard_integrations.Qwen3StreamGuard`, every piece the LLM streams is fed to
-a Stream session through a :class:`~qwen3guard_integrations.backends.stream_holdback.HoldBack`:
+a Stream session through a :class:`~qwen3guard_integrations.guards.holdback.HoldBack`:
 only text the Stream head has moderated and settled is yielded, so the token that turns the
 answer unsafe is never yielded, and the LLM's generator is closed at once.
 
@@ -16,11 +16,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..backends.stream_holdback import HoldBack, Release
 from ..core.errors import UnsafeContentError
 from ..core.verdict import Verdict
-from ..guard import Qwen3Guard
-from ..stream_guard import Qwen3StreamGuard
+from ..guards.gen import Qwen3Guard
+from ..guards.holdback import HoldBack, Release
+from ..guards.stream import Qwen3StreamGuard
 from .events import Qwen3GuardVerdictEvent, Stage, aemit, emit
 
 __all__ = ["OnUnsafe", "StreamGuardConfig", "aguard_token_gen", "guard_token_gen"]

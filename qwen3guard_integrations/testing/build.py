@@ -96,7 +96,7 @@ def _cache_key(options: BuildOptions) -> str:
     here = Path(__file__).parent
     for name in _SOURCES:
         h.update((here / name).read_bytes())
-    h.update((here.parent / "backends" / "stream_model.py").read_bytes())
+    h.update((here.parent / "backends" / "stream" / "model.py").read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -379,7 +379,7 @@ def build_stream_checkpoint(path: Path, options: BuildOptions, log: Callable[[st
     """Train the tiny Stream model and write it in the Qwen3Guard-Stream on-disk format."""
     torch = require("torch")
     safetensors_torch = require("safetensors.torch", "transformers")
-    from ..backends.stream_model import Qwen3GuardStreamModel
+    from ..backends.stream.model import Qwen3GuardStreamModel
 
     F = torch.nn.functional
     tok = qwen3_tokenizer(options.vocab_limit, chat_template=STREAM_CHAT_TEMPLATE)

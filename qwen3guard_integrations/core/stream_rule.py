@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
 
-from ..core.labels import Level
+from .labels import Level
 
 __all__ = ["Debouncer", "ThinkFilter", "ThinkMode", "TokenPlan"]
 

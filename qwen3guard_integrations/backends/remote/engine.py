@@ -23,43 +23,26 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..core.errors import (
-    BackendConnectionError,
+from ...core.errors import (
     BackendError,
     BackendHTTPError,
-    BackendTimeoutError,
     InvalidInputError,
     Qwen3GuardError,
     VerdictParseError,
 )
-from ..core.messages import Message
-from ..core.parsing import parse_gen_output
-from ..core.verdict import Verdict
-from .base import BackendHealth
-from .gen_prompt import LEVEL_WORDS, GenPrompt, GenPromptEncoder
-from .gen_verdicts import GenAnswer, verdict_from_answers
-from .remote_http import aget, get, raise_for_status
-from .remote_prompt import PromptRenderer
-from .remote_protocol import RETRY_STATUSES, LabelTokens, RetryPolicy
+from ...core.gen_answer import GenAnswer, verdict_from_answers
+from ...core.messages import Message
+from ...core.parsing import parse_gen_output
+from ...core.verdict import Verdict
+from ..base import BackendHealth
+from ..gen.prompt import LEVEL_WORDS, GenPrompt, GenPromptEncoder
+from .http import aget, get, raise_for_status
+from .protocol import RETRY_STATUSES, LabelTokens, RetryPolicy
+from .render import PromptRenderer
 
-__all__ = ["RemoteGenBackend", "transport_error"]
+__all__ = ["RemoteGenBackend"]
 
 T = TypeVar("T")
-
-
-def transport_error(exc: BaseException, *, backend: str, endpoint: str) -> BackendError | None:
-    """Map an HTTP client's transport exception (httpx, httpx2, requests) to a typed error."""
-    names = {c.__name__ for c in type(exc).__mro__}
-    if names & {"TimeoutException", "InferenceTimeoutError", "Timeout", "TimeoutError"}:
-        return BackendTimeoutError(
-            f"{backend} endpoint {endpoint} did not answer in time: {exc}", backend=backend
-        )
-    if names & {"TransportError", "NetworkError", "ConnectError", "ConnectionError"}:
-        return BackendConnectionError(
-            f"{backend} endpoint {endpoint} cannot be reached: {type(exc).__name__}: {exc}",
-            backend=backend,
-        )
-    return None
 
 
 class RemoteGenBackend:

@@ -19,15 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends.stream.prompt import stream_prompt_ids
+from ..backends.stream.runtime import StreamRunner, TokenResult
 from ..core.errors import InvalidInputError, SessionClosedError
 from ..core.labels import Level, Role
 from ..core.messages import MessagesInput, prompt_messages
 from ..core.policy import Policy
+from ..core.stream_rule import Debouncer, ThinkFilter, ThinkMode
 from ..core.verdict import Verdict
 from .retokenizer import Retokenizer
-from .stream_decision import Debouncer, ThinkFilter, ThinkMode
-from .stream_prompt import stream_prompt_ids
-from .stream_runtime import StreamRunner, TokenResult
 
 __all__ = ["AsyncStreamSession", "StreamSession", "StreamUpdate"]
 

@@ -8,11 +8,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .backends.base import BackendHealth, GenBackend
-from .backends.batcher import MicroBatcher
-from .core.errors import BackendError, InvalidInputError, Qwen3GuardError, SessionClosedError
-from .core.labels import Role
-from .core.messages import (
+from ..backends.base import BackendHealth, GenBackend
+from ..core.errors import BackendError, InvalidInputError, Qwen3GuardError, SessionClosedError
+from ..core.labels import Role
+from ..core.messages import (
     Message,
     MessagesInput,
     UnicodeNormalization,
@@ -23,8 +22,9 @@ from .core.messages import (
     prompt_messages,
     response_messages,
 )
-from .core.policy import Policy
-from .core.verdict import Verdict
+from ..core.policy import Policy
+from ..core.verdict import Verdict
+from .batcher import MicroBatcher
 
 __all__ = ["CheckItem", "Qwen3Guard"]
 
@@ -105,7 +105,7 @@ class Qwen3Guard:
         than ``max_input_tokens`` (default: the model's context less the answer budget) is checked
         in windows overlapping by ``window_overlap`` tokens, and the worst verdict wins.
         """
-        from .backends.local_gen import TransformersGenBackend
+        from ..backends.gen.local import TransformersGenBackend
 
         backend = TransformersGenBackend.from_pretrained(
             str(model_id_or_path),
@@ -157,7 +157,7 @@ class Qwen3Guard:
         limit is read from ``/info`` unless ``max_input_tokens`` is given. 429 / 503 answers are
         retried ``max_retries`` times with backoff (``Retry-After`` honoured).
         """
-        from .backends.tgi import TGIGenBackend
+        from ..backends.remote.tgi import TGIGenBackend
 
         backend = TGIGenBackend.connect(
             url,
@@ -205,7 +205,7 @@ class Qwen3Guard:
         ``model`` (a Hub id). The input limit is read from ``/v1/models`` (vLLM's
         ``max_model_len``) unless ``max_input_tokens`` is given.
         """
-        from .backends.openai_compat import OpenAIGenBackend
+        from ..backends.remote.openai import OpenAIGenBackend
 
         backend = OpenAIGenBackend.connect(
             base_url,
@@ -437,8 +437,8 @@ def _tokenizer(source: Any, revision: str | None, local_files_only: bool | None)
                 "tokenizer must be a Hub id, a local folder, or a loaded Hugging Face tokenizer"
             )
         return source
-    from .backends.loading import load_or_explain
-    from .core.deps import require
+    from ..backends.loading import load_or_explain
+    from ..core.deps import require
 
     transformers = require("transformers", "tgi")
     opts: dict[str, Any] = {"revision": revision}

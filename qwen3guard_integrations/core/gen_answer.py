@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..core.errors import VerdictParseError
-from ..core.labels import Category, Level, Role
-from ..core.parsing import parse_gen_output
-from ..core.verdict import Verdict
+from .errors import VerdictParseError
+from .labels import Category, Level, Role
+from .parsing import parse_gen_output
+from .verdict import Verdict
 
 __all__ = ["GenAnswer", "verdict_from_answers"]
 

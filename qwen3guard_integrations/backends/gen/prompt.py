@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import InvalidInputError
-from ..core.labels import Level, Role
-from ..core.messages import Message, moderation_role
-from .tokens import plain_token_ids
+from ...core.errors import InvalidInputError
+from ...core.labels import Level, Role
+from ...core.messages import Message, moderation_role
+from ..render import plain_token_ids
 
 __all__ = ["GenPrompt", "GenPromptEncoder"]
 

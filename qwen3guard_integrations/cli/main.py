@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from .core.errors import InvalidInputError
+from ..core.errors import InvalidInputError
 
 __all__ = ["main"]
 
@@ -19,7 +19,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _guard(args: argparse.Namespace) -> Any:
-    from .guard import Qwen3Guard
+    from ..guards.gen import Qwen3Guard
 
     offline = args.offline or None
     if args.backend == "local":
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         help="take Unicode disguises off the text the model reads (zero-width, full-width...)",
     )
     check.set_defaults(func=_check)
-    from .eval.command import add_eval_parser
+    from .eval import add_eval_parser
 
     add_eval_parser(sub)
     args = parser.parse_args(argv)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the CLI's last line of defence: one readable line, exit 2
-        from .core import Qwen3GuardError
+        from ..core import Qwen3GuardError
 
         if not isinstance(exc, (Qwen3GuardError, OSError)):
             raise

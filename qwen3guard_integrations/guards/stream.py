@@ -21,10 +21,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .core.deps import require
-from .core.errors import CheckpointError, InvalidInputError, SessionClosedError
-from .core.messages import MessagesInput
-from .core.policy import Policy
+from ..core.deps import require
+from ..core.errors import CheckpointError, InvalidInputError, SessionClosedError
+from ..core.messages import MessagesInput
+from ..core.policy import Policy
 
 __all__ = ["Qwen3StreamGuard", "StreamState"]
 
@@ -62,9 +62,9 @@ class Qwen3StreamGuard:
         debounce: int = 2,
         think: Literal["moderate", "skip"] = "moderate",
     ) -> None:
-        from .backends.retokenizer import backend_tokenizer
-        from .backends.stream_decision import Debouncer
-        from .backends.stream_runtime import StreamRunner
+        from ..backends.stream.runtime import StreamRunner
+        from ..core.stream_rule import Debouncer
+        from .retokenizer import backend_tokenizer
 
         Debouncer(debounce)  # validate early
         self.loaded = loaded
@@ -92,7 +92,7 @@ class Qwen3StreamGuard:
         ``device`` defaults to cuda when available, else cpu; ``dtype`` to bf16 on a GPU and fp32
         on the CPU. Missing or unexpected weights raise :class:`CheckpointError`.
         """
-        from .backends.stream_loading import load_stream_model
+        from ..backends.stream.loading import load_stream_model
 
         transformers = require("transformers")
         loaded = load_stream_model(model_id_or_path, device=device, dtype=dtype, **hub_kwargs)
@@ -132,7 +132,7 @@ class Qwen3StreamGuard:
         ``messages`` must end with a user turn. The prompt is run at once; its verdict is at
         ``session.prompt_verdict``.
         """
-        from .backends.stream_session import StreamSession
+        from .session import StreamSession
 
         return StreamSession(
             self.runner,
@@ -154,7 +154,7 @@ class Qwen3StreamGuard:
         think: Literal["moderate", "skip"] | None = None,
     ) -> Any:
         """An :class:`~.backends.stream_session.AsyncStreamSession`: ``async with`` it."""
-        from .backends.stream_session import AsyncStreamSession
+        from .session import AsyncStreamSession
 
         return AsyncStreamSession(
             lambda: self.session(messages, policy=policy, debounce=debounce, think=think)
@@ -162,7 +162,7 @@ class Qwen3StreamGuard:
 
     def retokenizer(self) -> Any:
         """A new :class:`~.backends.retokenizer.Retokenizer` for this model's tokenizer."""
-        from .backends.retokenizer import Retokenizer
+        from .retokenizer import Retokenizer
 
         return Retokenizer(self._backend_tok)
 

@@ -16,15 +16,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..core.deps import require
-from ..core.errors import InvalidInputError
-from ..core.labels import Level, Role
-from ..core.messages import Message
-from ..core.verdict import Verdict
-from .base import BackendHealth
-from .gen_prompt import GenPrompt, GenPromptEncoder
-from .gen_verdicts import GenAnswer, verdict_from_answers
-from .loading import cache_keyword, dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
+from ...core.deps import require
+from ...core.errors import InvalidInputError
+from ...core.gen_answer import GenAnswer, verdict_from_answers
+from ...core.labels import Level, Role
+from ...core.messages import Message
+from ...core.verdict import Verdict
+from ..base import BackendHealth
+from ..loading import cache_keyword, dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
+from .prompt import GenPrompt, GenPromptEncoder
 
 __all__ = ["TransformersGenBackend"]
 

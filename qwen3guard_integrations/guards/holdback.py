@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..core.verdict import Verdict
-from .stream_session import StreamSession, StreamUpdate
+from .session import StreamSession, StreamUpdate
 
 __all__ = ["HoldBack", "Release"]
 

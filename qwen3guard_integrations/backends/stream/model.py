@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.deps import require
+from ...core.deps import require
 
 torch = require("torch")
 nn = torch.nn

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..core.errors import BackendError, BackendProtocolError
-from .remote_protocol import error_from_body
+from ...core.errors import BackendError, BackendProtocolError
+from .protocol import error_from_body, transport_error
 
 __all__ = ["HttpResult", "aget", "apost_json", "get", "parse_json", "post_json", "raise_for_status"]
 
@@ -46,7 +46,6 @@ def raise_for_status(result: HttpResult, *, backend: str, endpoint: str) -> None
 
 
 def _mapped(exc: Exception, backend: str, endpoint: str) -> BackendError:
-    from .remote import transport_error
 
     return transport_error(exc, backend=backend, endpoint=endpoint) or BackendError(
         f"{backend} request to {endpoint} failed: {type(exc).__name__}: {exc}", backend=backend

@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..core.errors import InvalidInputError
-from .gen_prompt import GenPromptEncoder
+from ...core.errors import InvalidInputError
+from ..gen.prompt import GenPromptEncoder
 
 __all__ = ["PromptRenderer"]
 

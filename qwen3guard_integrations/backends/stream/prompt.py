@@ -17,9 +17,9 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from ..core.errors import InvalidInputError
-from ..core.messages import Message
-from .tokens import plain_token_ids
+from ...core.errors import InvalidInputError
+from ...core.messages import Message
+from ..render import plain_token_ids
 
 __all__ = ["stream_prompt_ids"]
 

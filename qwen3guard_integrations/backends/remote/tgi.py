@@ -13,12 +13,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..core.deps import require
-from ..core.errors import BackendError, BackendProtocolError
-from .gen_verdicts import GenAnswer
-from .remote import RemoteGenBackend, transport_error
-from .remote_http import get, raise_for_status
-from .remote_protocol import RetryPolicy, error_from_body, tgi_answer, tgi_body
+from ...core.deps import require
+from ...core.errors import BackendError, BackendProtocolError
+from ...core.gen_answer import GenAnswer
+from .engine import RemoteGenBackend
+from .http import get, raise_for_status
+from .protocol import RetryPolicy, error_from_body, tgi_answer, tgi_body, transport_error
 
 __all__ = ["DEFAULT_INPUT_TOKENS", "TGIGenBackend", "tgi_limits"]
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from ..core.deps import require
 from ..core.errors import InvalidInputError
-from .metrics import BINS
-from .records import load_records
-from .runner import EvalReport, evaluate, predict_gen, predict_stream, result_rows
+from ..eval.metrics import BINS
+from ..eval.records import load_records
+from ..eval.runner import EvalReport, evaluate, predict_gen, predict_stream, result_rows
 
 __all__ = ["add_eval_parser", "format_report", "run_eval"]
 
@@ -115,17 +115,17 @@ def run_eval(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"{flag} {path}: the folder {folder} does not exist")
     records = load_records(args.data)
     model = args.model or (DEFAULT_STREAM if args.stream else DEFAULT_GEN)
-    from ..model_check import check_models
+    from .model_check import check_models
 
     check_models({"--model": model})
     progress = not args.quiet
     if args.stream:
-        from ..stream_guard import Qwen3StreamGuard
+        from ..guards.stream import Qwen3StreamGuard
 
         sguard = Qwen3StreamGuard.from_pretrained(model, device=args.device)
         preds = predict_stream(sguard, records, thinking=args.thinking, progress=progress)
     else:
-        from ..guard import Qwen3Guard
+        from ..guards.gen import Qwen3Guard
 
         with Qwen3Guard.from_pretrained(model, device=args.device) as guard:
             preds = predict_gen(guard, records, batch_size=args.batch_size, progress=progress)
@@ -135,7 +135,7 @@ def run_eval(args: argparse.Namespace) -> int:
             for row in result_rows(records, preds, stream=args.stream):
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     if args.plot:
-        from .plot import plot_timeliness
+        from ..eval.plot import plot_timeliness
 
         assert report.timeliness is not None
         plot_timeliness(report.timeliness, args.plot)

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .core.errors import ModelLoadError
+from ..core.errors import ModelLoadError
 
 __all__ = ["TINY_HINT", "check_models", "hub_reachable", "missing_reason"]
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .core import Verdict, require
+from ..core import Verdict, require
 from .model_check import TINY_HINT, check_models
 
 __all__ = ["CHAIN_CASES", "DEFAULT_GEN", "DEFAULT_STREAM", "Row", "run_demo"]
@@ -94,7 +94,7 @@ def _chain_scene(guard: Any) -> list[Row]:
     from langchain_core.prompts import ChatPromptTemplate
     from langchain_core.runnables import RunnableLambda
 
-    from .langchain import guard_chain, message_verdicts
+    from ..langchain import guard_chain, message_verdicts
 
     answers = dict(CHAIN_CASES)
 
@@ -121,7 +121,7 @@ def _chain_scene(guard: Any) -> list[Row]:
 def _stream_scene(guard: Any, stream_guard: Any) -> tuple[Row, str]:
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
-    from .langchain import guard_chain, message_verdicts
+    from ..langchain import guard_chain, message_verdicts
 
     # streams the canned answer word by word, as a chat model streams tokens
     model = GenericFakeChatModel(messages=iter([STREAM_ANSWER]))
@@ -144,8 +144,8 @@ def _agent_scene(guard: Any) -> list[Row]:
     from langchain_core.messages import AIMessage
     from langchain_core.tools import tool
 
-    from .langchain import message_verdicts
-    from .langchain.middleware import Qwen3GuardMiddleware
+    from ..langchain import message_verdicts
+    from ..langchain.middleware import Qwen3GuardMiddleware
 
     class ScriptedToolModel(GenericFakeChatModel):
         """A scripted chat model that accepts tools, as a tool-calling model does."""
@@ -195,8 +195,8 @@ def run_demo(
     check_models({"--gen-model": gen_model, "--stream-model": stream_model}, example=TINY_HINT)
     require("transformers")
     require("langchain", "langchain")
-    from .guard import Qwen3Guard
-    from .stream_guard import Qwen3StreamGuard
+    from ..guards.gen import Qwen3Guard
+    from ..guards.stream import Qwen3StreamGuard
 
     out(f"loading {gen_model} and {stream_model} ...")
     stream_guard = Qwen3StreamGuard.from_pretrained(stream_model, device=device)

@@ -17,9 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import BackendHTTPError, BackendProtocolError
-from ..core.labels import Level
-from .gen_verdicts import GenAnswer
+from ...core.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendHTTPError,
+    BackendProtocolError,
+    BackendTimeoutError,
+)
+from ...core.gen_answer import GenAnswer
+from ...core.labels import Level
 
 __all__ = [
     "RETRY_STATUSES",
@@ -30,6 +36,7 @@ __all__ = [
     "openai_body",
     "tgi_answer",
     "tgi_body",
+    "transport_error",
 ]
 
 #: Statuses retried with backoff: the server is busy, not wrong.
@@ -235,3 +242,18 @@ def _num(value: Any) -> bool:
 def _short(data: Any) -> str:
     text = repr(data)
     return text if len(text) <= 200 else text[:200] + "..."
+
+
+def transport_error(exc: BaseException, *, backend: str, endpoint: str) -> BackendError | None:
+    """Map an HTTP client's transport exception (httpx, httpx2, requests) to a typed error."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & {"TimeoutException", "InferenceTimeoutError", "Timeout", "TimeoutError"}:
+        return BackendTimeoutError(
+            f"{backend} endpoint {endpoint} did not answer in time: {exc}", backend=backend
+        )
+    if names & {"TransportError", "NetworkError", "ConnectError", "ConnectionError"}:
+        return BackendConnectionError(
+            f"{backend} endpoint {endpoint} cannot be reached: {type(exc).__name__}: {exc}",
+            backend=backend,
+        )
+    return None

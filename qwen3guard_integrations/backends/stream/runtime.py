@@ -13,11 +13,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.deps import require
-from ..core.errors import InvalidInputError
-from ..core.labels import Category, Level
-from .loading import cache_keyword
-from .stream_loading import LoadedStreamModel
+from ...core.deps import require
+from ...core.errors import InvalidInputError
+from ...core.labels import Category, Level
+from ..loading import cache_keyword
+from .loading import LoadedStreamModel
 
 __all__ = ["HeadRows", "StreamRunner", "TokenResult", "cache_keyword"]
 
@@ -121,7 +121,7 @@ class StreamRunner:
 
     def _lean_step(self) -> Any:
         if self._lean and self._step is None:
-            from .stream_lean import LeanStep
+            from .lean import LeanStep
 
             with self._step_lock:
                 if self._step is None:

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from ..core.deps import require
-from ..core.errors import BackendError
-from .gen_verdicts import GenAnswer
-from .remote import RemoteGenBackend
-from .remote_http import HttpResult, apost_json, get, post_json, raise_for_status
-from .remote_protocol import RetryPolicy, openai_answer, openai_body
+from ...core.deps import require
+from ...core.errors import BackendError
+from ...core.gen_answer import GenAnswer
+from .engine import RemoteGenBackend
+from .http import HttpResult, apost_json, get, post_json, raise_for_status
+from .protocol import RetryPolicy, openai_answer, openai_body
 
 __all__ = ["DEFAULT_INPUT_TOKENS", "OpenAIGenBackend", "api_base", "model_context"]
 

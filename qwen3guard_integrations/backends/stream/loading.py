@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.deps import require
-from ..core.errors import CheckpointError
-from ..core.labels import (
+from ...core.deps import require
+from ...core.errors import CheckpointError
+from ...core.labels import (
     STREAM_PROMPT_CATEGORY_ORDER,
     STREAM_RESPONSE_CATEGORY_ORDER,
     STREAM_RISK_LEVEL_ORDER,
@@ -223,7 +223,7 @@ def load_stream_model(
     """Load a Stream checkpoint (Hub id or folder) strictly, in eval mode, on ``device``."""
     torch = require("torch")
     transformers = require("transformers")
-    from .stream_model import Qwen3GuardStreamModel
+    from .model import Qwen3GuardStreamModel
 
     path = resolve_checkpoint(model_id_or_path, **hub_kwargs)
     try:

@@ -1,0 +1,6 @@
+"""Gen on a local ``transformers`` model: prompt encoding (:mod:`.prompt`) and the batched model (:mod:`.local`).
+
+Submodules import torch and transformers on first use; importing this package is free.
+"""
+
+__all__: list[str] = []
