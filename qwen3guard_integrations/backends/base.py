@@ -14,7 +14,7 @@ __all__ = ["BackendHealth", "GenBackend"]
 
 @dataclass(frozen=True)
 class BackendHealth:
-    """What :meth:`Qwen3Guard.health` found: ``ok`` when the backend can serve checks now.
+    """What `Qwen3Guard.health` found: ``ok`` when the backend can serve checks now.
 
     ``status`` is the HTTP status of the health route (None for a local model); ``info`` the
     server's self-description (TGI ``/info``, the OpenAI ``/models`` list) or the local model's.
@@ -33,7 +33,7 @@ class BackendHealth:
 class GenBackend(Protocol):
     """Anything that turns conversations into Gen verdicts.
 
-    ``check_batch`` returns one entry per conversation, in order: a :class:`Verdict`, or the
+    ``check_batch`` returns one entry per conversation, in order: a `Verdict`, or the
     exception that item failed with (bad input, an unparsable answer, a failed request). A
     failure of the backend as a whole (model crashed) may be raised instead; the guard turns
     either into a raised error (fail-closed) or a degraded verdict (fail-open).
@@ -43,7 +43,7 @@ class GenBackend(Protocol):
     model_id: str
     endpoint: str | None
     #: True: the guard coalesces concurrent checks into batches for it (a local model);
-    #: False: the backend fans out itself and :meth:`acheck_batch` is native async (a server).
+    #: False: the backend fans out itself and `acheck_batch` is native async (a server).
     coalesce: bool
 
     def check_batch(
@@ -55,7 +55,7 @@ class GenBackend(Protocol):
     async def acheck_batch(
         self, conversations: Sequence[Sequence[Message]], *, fast: bool = True
     ) -> list[Verdict | Exception]:
-        """Async twin of :meth:`check_batch` (never blocks the event loop)."""
+        """Async twin of `check_batch` (never blocks the event loop)."""
         ...
 
     def health(self) -> BackendHealth:
@@ -63,7 +63,7 @@ class GenBackend(Protocol):
         ...
 
     async def ahealth(self) -> BackendHealth:
-        """Async twin of :meth:`health`."""
+        """Async twin of `health`."""
         ...
 
     def close(self) -> None:

@@ -47,7 +47,7 @@ def dtype_kwarg() -> str:
 
 def load_or_explain(loader: Any, model_id: str, what: str, **kwargs: Any) -> Any:
     """Call ``loader.from_pretrained(model_id, **kwargs)``, turning "not found" into
-    :class:`ModelLoadError` with what to do about it."""
+    `ModelLoadError` with what to do about it."""
     try:
         return loader.from_pretrained(model_id, **kwargs)
     except (OSError, ValueError) as exc:

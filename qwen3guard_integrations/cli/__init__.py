@@ -1,5 +1,5 @@
-"""The ``qwen3guard`` console script: :mod:`.main` (check, and the sub-commands), :mod:`.demo`,
-:mod:`.model_check`."""
+"""The ``qwen3guard`` console script: `main` (check, and the sub-commands), `demo`,
+`model_check`."""
 
 from .main import main
 

@@ -2,15 +2,15 @@
 
 Three scenes, one table:
 
-1. a guarded LCEL chain (:func:`~.langchain.guard_chain`): prompts in several languages, checked
+1. a guarded LCEL chain (`guard_chain`): prompts in several languages, checked
    before the model, answers checked after it;
 2. a streamed answer that turns unsafe, stopped mid-stream by the Stream head (only text it
    cleared is released);
 3. an agent (``create_agent``) whose tool calls are screened by
-   :class:`~.langchain.Qwen3GuardMiddleware` before the tools run.
+   `Qwen3GuardMiddleware` before the tools run.
 
 The chat model is scripted (canned answers) so the demo needs no LLM; the guard models are real.
-Defaults are the 0.6B Gen and Stream models from the Hub; :func:`~.model_check.check_models`
+Defaults are the 0.6B Gen and Stream models from the Hub; `check_models`
 says which one is missing (and how to point at a local copy) before anything loads.
 """
 
@@ -187,7 +187,7 @@ def run_demo(
 ) -> int:
     """Run the three scenes and print the table; returns the exit code (0).
 
-    Raises :class:`~qwen3guard_integrations.ModelLoadError` naming every model that cannot be
+    Raises `ModelLoadError` naming every model that cannot be
     found, before loading anything.
     """
     gen_model = gen_model or DEFAULT_GEN

@@ -2,7 +2,7 @@
 
 A local folder must hold a ``config.json``; a Hub id must be in the local Hugging Face cache, or
 the Hub must be reachable (offline mode, ``HF_HUB_OFFLINE=1``, counts as unreachable). Every
-missing model is named in one :class:`~qwen3guard_integrations.ModelLoadError`, with what to do,
+missing model is named in one `ModelLoadError`, with what to do,
 before anything slow starts (an unreachable Hub would otherwise cost about a minute of retries
 per file).
 """
@@ -83,7 +83,7 @@ def missing_reason(model: str, *, hub_ok: bool | None = None) -> str | None:
 
 
 def check_models(models: dict[str, str], *, example: str | None = None) -> None:
-    """Raise one :class:`ModelLoadError` naming every model of ``{flag: model}`` that is missing.
+    """Raise one `ModelLoadError` naming every model of ``{flag: model}`` that is missing.
 
     ``example`` is a command that works without network, added to the message.
     """

@@ -26,7 +26,7 @@ EXTRAS: dict[str, str] = {
 
 
 def require(module: str, extra: str | None = None) -> ModuleType:
-    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra."""
+    """Import ``module`` or raise `MissingDependencyError` naming the extra."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:

@@ -1,4 +1,4 @@
-"""The exception tree. Every error this package raises on purpose is a :class:`Qwen3GuardError`."""
+"""The exception tree. Every error this package raises on purpose is a `Qwen3GuardError`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""From a Gen model's answer text (one per window) to one :class:`Verdict` (pure)."""
+"""From a Gen model's answer text (one per window) to one `Verdict` (pure)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def verdict_from_answers(
     """Parse each window's answer; the worst window wins (its scores are reported).
 
     Categories are merged in order of appearance; the refusal is read from the first window,
-    which holds the start of the response. Raises :class:`VerdictParseError` if any window's
+    which holds the start of the response. Raises `VerdictParseError` if any window's
     answer does not parse: a window that cannot be read is never taken as Safe.
     """
     if not answers:

@@ -17,7 +17,7 @@ __all__ = [
 
 
 class Level(str, Enum):
-    """A safety level. Compare severities with :attr:`severity`."""
+    """A safety level. Compare severities with `severity`."""
 
     SAFE = "Safe"
     CONTROVERSIAL = "Controversial"

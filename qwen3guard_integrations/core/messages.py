@@ -1,6 +1,6 @@
 """Message normalisation: the one place where user input becomes a checked message list.
 
-Accepted forms: a string (one user turn), a ``{"role", "content"}`` dict, a :class:`Message`, or a
+Accepted forms: a string (one user turn), a ``{"role", "content"}`` dict, a `Message`, or a
 list of those. Content may be a string or a list of content blocks (``{"type": "text", "text":
 ...}`` or plain strings). Adapters convert framework objects into these forms first.
 """
@@ -64,7 +64,7 @@ MessagesInput = MessageLike | Sequence[MessageLike]
 
 
 def check_text(text: object, *, what: str = "text", allow_empty: bool = False) -> str:
-    """Return ``text`` when it is a checkable string; raise :class:`InvalidInputError` otherwise.
+    """Return ``text`` when it is a checkable string; raise `InvalidInputError` otherwise.
 
     Rejects non-strings (bytes included: decode them yourself), strings that are not valid
     Unicode (lone surrogates cannot be tokenized) and, unless ``allow_empty``, blank text.
@@ -131,7 +131,7 @@ def _one(item: MessageLike, non_text: Literal["error", "skip"]) -> Message:
 def normalize_messages(
     messages: MessagesInput, *, non_text: Literal["error", "skip"] = "error"
 ) -> list[Message]:
-    """Turn any accepted input form into a non-empty list of :class:`Message`."""
+    """Turn any accepted input form into a non-empty list of `Message`."""
     if messages is None:
         raise InvalidInputError("nothing to check: got None")
     if isinstance(messages, (str, Message, Mapping)):
@@ -207,7 +207,7 @@ def response_messages(
     return msgs
 
 
-#: How the guards may normalise text before the model reads it (see :func:`normalize_unicode`).
+#: How the guards may normalise text before the model reads it (see `normalize_unicode`).
 UnicodeNormalization = Literal["none", "format", "nfkc"]
 
 
@@ -238,7 +238,7 @@ def normalize_unicode(text: str, mode: UnicodeNormalization) -> str:
 def normalize_conversation(
     messages: Sequence[Message], mode: UnicodeNormalization
 ) -> tuple[Message, ...]:
-    """:func:`normalize_unicode` over each message's text (a text made blank by it is kept as
+    """`normalize_unicode` over each message's text (a text made blank by it is kept as
     written)."""
     if mode == "none":
         return tuple(messages)

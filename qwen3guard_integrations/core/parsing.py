@@ -10,7 +10,7 @@ Pitfalls handled: ``<think>...</think>`` blocks are removed first; categories ar
 ``Categories:`` line only and matched as whole names (``Violent`` is inside
 ``Non-violent Illegal Acts``); case and surrounding whitespace are not significant; a missing
 ``Safety:`` line, an unknown level or category, or two disagreeing lines of one field are parse
-failures (:class:`VerdictParseError`), never "Safe".
+failures (`VerdictParseError`), never "Safe".
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _parse_refusal(value: str, raw: str) -> bool:
 
 
 def parse_gen_output(text: object) -> ParsedOutput:
-    """Parse a Gen model's output; raise :class:`VerdictParseError` on anything malformed.
+    """Parse a Gen model's output; raise `VerdictParseError` on anything malformed.
 
     Never raises any other exception, whatever ``text`` is.
     """

@@ -92,11 +92,11 @@ class Policy(BaseModel):
         return not (cats and cats <= self.allow_categories)
 
     def allows(self, verdict: Verdict) -> bool:
-        """The negation of :meth:`blocks`."""
+        """The negation of `blocks`."""
         return not self.blocks(verdict)
 
     def enforce(self, verdict: Verdict) -> Verdict:
-        """Return ``verdict`` when allowed; raise :class:`UnsafeContentError` when blocked."""
+        """Return ``verdict`` when allowed; raise `UnsafeContentError` when blocked."""
         if self.blocks(verdict):
             raise UnsafeContentError(verdict)
         return verdict

@@ -1,12 +1,12 @@
 """Pure pieces of a Stream session: the debounced decision rule and the think-block filter.
 
-:class:`Debouncer` is the official "consecutive" rule (SPEC section 3): the response becomes Unsafe
+`Debouncer` is the official "consecutive" rule (SPEC section 3): the response becomes Unsafe
 at token ``i`` when the last ``n`` tokens up to ``i`` are all Unsafe; else Controversial when they
 are all Controversial (``n = 2`` officially). The decision only ever gets more severe. When
-the stream ends inside a flagged run shorter than ``n``, :meth:`Debouncer.flush` lets that run
+the stream ends inside a flagged run shorter than ``n``, `Debouncer.flush` lets that run
 decide: nothing can confirm or clear it any more, and a guard fails closed.
 
-:class:`ThinkFilter` decides, per response token id, whether it is fed to the model and whether it
+`ThinkFilter` decides, per response token id, whether it is fed to the model and whether it
 counts in the decision: template scaffolding (the ``<think>`` / ``</think>`` markers, the
 whitespace right after them, chat control tokens) is never counted; the content of a think block
 is moderated (``think="moderate"``) or dropped (``think="skip"``).

@@ -76,7 +76,7 @@ class Verdict(BaseModel):
         return self.level is Level.CONTROVERSIAL
 
     def has_category(self, name: str | Category) -> bool:
-        """True when ``name`` (a :class:`Category` or its exact name) is among the categories."""
+        """True when ``name`` (a `Category` or its exact name) is among the categories."""
         cat = name if isinstance(name, Category) else Category.parse(name)
         return cat in self.categories
 
@@ -87,5 +87,5 @@ class Verdict(BaseModel):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
-        """The inverse of :meth:`to_dict`."""
+        """The inverse of `to_dict`."""
         return cls.model_validate(data)

@@ -1,10 +1,10 @@
 """Evaluation on the Qwen3GuardTest record format (``qwen3guard eval``).
 
-- :mod:`.metrics`: the official metrics, pure: the consecutive decision rule, strict/loose
+- `metrics`: the official metrics, pure: the consecutive decision rule, strict/loose
   Unsafe-class F1 / precision / recall, timeliness bins, exact-hit and within-128-tokens rates.
-- :mod:`.records`: reading and validating JSON Lines records.
-- :mod:`.runner`: running a Gen or Stream guard over the records, and scoring.
-- :mod:`.plot`: the timeliness figure (needs the ``eval`` extra: matplotlib).
+- `records`: reading and validating JSON Lines records.
+- `runner`: running a Gen or Stream guard over the records, and scoring.
+- `plot`: the timeliness figure (needs the ``eval`` extra: matplotlib).
 
 The runner's progress bar needs ``tqdm`` (the ``eval`` extra). The metrics need nothing.
 """

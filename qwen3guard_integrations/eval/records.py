@@ -12,7 +12,7 @@ One JSON object per line:
   the Stream tokenizer's chat template (``add_generation_prompt=False``, ``enable_thinking=False``).
 
 Every other field is kept and copied to the results file. Bad records (a line
-that is not UTF-8 JSON included) raise :class:`~qwen3guard_integrations.InvalidInputError` naming
+that is not UTF-8 JSON included) raise `InvalidInputError` naming
 the file and line.
 """
 

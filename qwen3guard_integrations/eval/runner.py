@@ -1,15 +1,15 @@
 """Running a guard model over Qwen3GuardTest records, and scoring the predictions.
 
-- :func:`predict_gen`: a :class:`~qwen3guard_integrations.Qwen3Guard` (any backend) checks each
+- `predict_gen`: a `Qwen3Guard` (any backend) checks each
   conversation (the mode follows its last message); the prediction is the verdict's level.
-- :func:`predict_stream`: a :class:`~qwen3guard_integrations.Qwen3StreamGuard` runs each whole
+- `predict_stream`: a `Qwen3StreamGuard` runs each whole
   conversation once, as the official script does. Prompt records: the query head's level at the
   ``<|im_end|>`` closing the last user turn. Response records: the response head's level at every
   position from the first response token to the end of the rendering (the closing ``<|im_end|>``
-  included), decided by :func:`~.metrics.consecutive_decision`. The first response token is the
+  included), decided by `consecutive_decision`. The first response token is the
   one right after the assistant header and its empty think block (``thinking=True``: right after
   ``<think>\\n``, so the reasoning is moderated too).
-- :func:`evaluate` turns predictions into an :class:`EvalReport`.
+- `evaluate` turns predictions into an `EvalReport`.
 """
 
 from __future__ import annotations

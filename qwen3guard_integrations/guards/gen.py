@@ -28,25 +28,25 @@ from .batcher import MicroBatcher
 
 __all__ = ["CheckItem", "Qwen3Guard"]
 
-#: One item of :meth:`Qwen3Guard.check_batch`: a prompt (str / message / message list ending with
+#: One item of `Qwen3Guard.check_batch`: a prompt (str / message / message list ending with
 #: the user) checked as a prompt, a message list ending with the assistant checked as a
 #: response, or a ``(prompt, response)`` pair.
 CheckItem = MessagesInput | tuple[MessagesInput, MessagesInput]
 
 
 class Qwen3Guard:
-    """Checks prompts and responses with a Qwen3Guard-Gen model and applies a :class:`Policy`.
+    """Checks prompts and responses with a Qwen3Guard-Gen model and applies a `Policy`.
 
-    Build one with :meth:`from_pretrained` (local ``transformers``), :meth:`from_tgi` (a TGI
-    server) or :meth:`from_openai` (vLLM / SGLang). Every ``check_*`` returns a :class:`Verdict`; :meth:`enforce` raises
-    :class:`UnsafeContentError` for a blocked one. Backend failures raise
-    :class:`BackendError` (fail-closed, the default) or, under ``Policy(on_error="fail_open")``,
+    Build one with `from_pretrained` (local ``transformers``), `from_tgi` (a TGI
+    server) or `from_openai` (vLLM / SGLang). Every ``check_*`` returns a `Verdict`; `enforce` raises
+    `UnsafeContentError` for a blocked one. Backend failures raise
+    `BackendError` (fail-closed, the default) or, under ``Policy(on_error="fail_open")``,
     return an allowed verdict marked ``degraded=True``. Bad input always raises
-    :class:`InvalidInputError`.
+    `InvalidInputError`.
 
     ``normalize`` (every constructor) takes Unicode disguises off the text the model reads:
     ``"format"`` removes zero-width and other invisible format characters, ``"nfkc"`` also folds
-    full-width and mathematical letters (see :func:`~.core.messages.normalize_unicode`); the
+    full-width and mathematical letters (see `normalize_unicode`); the
     default ``"none"`` checks the text as written.
 
     With a local model, concurrent ``acheck_*`` calls (and ``check_prompt`` / ``check_response``
@@ -318,7 +318,7 @@ class Qwen3Guard:
     def check_batch(self, items: Sequence[CheckItem]) -> list[Verdict]:
         """Check many items in padded batches (left padding); verdicts in input order.
 
-        Bad input in any item raises :class:`InvalidInputError` before anything runs.
+        Bad input in any item raises `InvalidInputError` before anything runs.
         """
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise InvalidInputError("check_batch takes a list of items")
@@ -336,23 +336,23 @@ class Qwen3Guard:
         return [self._settle(r, moderation_role(c), started) for r, c in zip(results, convos)]
 
     async def acheck(self, messages: MessagesInput) -> Verdict:
-        """Async twin of :meth:`check`."""
+        """Async twin of `check`."""
         return await self._acheck_one(self._conversation(messages))
 
     async def acheck_prompt(self, prompt: MessagesInput) -> Verdict:
-        """Async twin of :meth:`check_prompt` (micro-batched with concurrent calls)."""
+        """Async twin of `check_prompt` (micro-batched with concurrent calls)."""
         return await self._acheck_one(tuple(prompt_messages(prompt, non_text=self.non_text)))
 
     async def acheck_response(
         self, prompt: MessagesInput | None, response: MessagesInput | None = None
     ) -> Verdict:
-        """Async twin of :meth:`check_response` (micro-batched with concurrent calls)."""
+        """Async twin of `check_response` (micro-batched with concurrent calls)."""
         return await self._acheck_one(
             tuple(response_messages(prompt, response, non_text=self.non_text))
         )
 
     async def acheck_batch(self, items: Sequence[CheckItem]) -> list[Verdict]:
-        """Async twin of :meth:`check_batch`; runs off the event loop, through the micro-batcher."""
+        """Async twin of `check_batch`; runs off the event loop, through the micro-batcher."""
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise InvalidInputError("acheck_batch takes a list of items")
         self._check_open()
@@ -370,7 +370,7 @@ class Qwen3Guard:
         return [self._settle(r, moderation_role(c), started) for r, c in zip(results, convos)]
 
     def enforce(self, verdict: Verdict) -> Verdict:
-        """Return ``verdict`` if the policy allows it; raise :class:`UnsafeContentError` if not."""
+        """Return ``verdict`` if the policy allows it; raise `UnsafeContentError` if not."""
         return self.policy.enforce(verdict)
 
     def blocks(self, verdict: Verdict) -> bool:
@@ -386,7 +386,7 @@ class Qwen3Guard:
         return result
 
     async def ahealth(self) -> BackendHealth:
-        """Async twin of :meth:`health`."""
+        """Async twin of `health`."""
         ahealth = getattr(self.backend, "ahealth", None)
         if ahealth is None:
             return await asyncio.to_thread(self.health)
@@ -396,7 +396,7 @@ class Qwen3Guard:
     def close(self) -> None:
         """Stop the micro-batcher's worker thread and release the backend's connections.
 
-        Checking afterwards raises :class:`SessionClosedError` (under any policy)."""
+        Checking afterwards raises `SessionClosedError` (under any policy)."""
         self._closed = True
         self._batcher.close()
         close = getattr(self.backend, "close", None)
@@ -404,7 +404,7 @@ class Qwen3Guard:
             close()
 
     async def aclose(self) -> None:
-        """:meth:`close`, plus the async connections of the running event loop."""
+        """`close`, plus the async connections of the running event loop."""
         self._closed = True
         self._batcher.close()
         aclose = getattr(self.backend, "aclose", None)

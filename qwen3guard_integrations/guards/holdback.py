@@ -1,11 +1,11 @@
 """Hold-back release of a moderated stream: only text the Stream head has cleared gets out.
 
-A :class:`HoldBack` sits between an LLM's token stream and the consumer. Each piece is fed to a
-:class:`~.stream_session.StreamSession`; text is released only once every token in it is
+A `HoldBack` sits between an LLM's token stream and the consumer. Each piece is fed to a
+`StreamSession`; text is released only once every token in it is
 *settled*: moderated, with ``debounce - 1`` moderated tokens after it, so no later trip can
 include it. A released text is therefore at most the debounce window (plus the re-tokenizer's
 held-back tail) behind the model. Once the session's policy blocks, nothing more is released
-and later pieces are not even fed. :meth:`HoldBack.finish` flushes the re-tokenizer and, if the
+and later pieces are not even fed. `HoldBack.finish` flushes the re-tokenizer and, if the
 stream was never blocked, releases the rest.
 
 The released pieces, joined, are always a prefix of the streamed text (the whole of it when
@@ -30,7 +30,7 @@ _PARTIAL = "\ufffd"  # what a decoder yields for a character cut in half
 
 @dataclass(frozen=True)
 class Release:
-    """What one :meth:`HoldBack.push` (or :meth:`HoldBack.finish`) lets out.
+    """What one `HoldBack.push` (or `HoldBack.finish`) lets out.
 
     Attributes:
         text: newly released, cleared text (may be empty).
@@ -49,7 +49,7 @@ class Release:
 class HoldBack:
     """Release only cleared text from ``session``; see the module docstring.
 
-    ``session`` is a started :class:`~.stream_session.StreamSession` (for an
+    ``session`` is a started `StreamSession` (for an
     ``AsyncStreamSession`` pass its ``.session``). Thread-safe; the async methods run the model
     in a worker thread.
     """
@@ -99,11 +99,11 @@ class HoldBack:
             return Release(self._release_upto(total, final=True), False, update.verdict, update)
 
     async def apush(self, piece: str | int | Sequence[int]) -> Release:
-        """:meth:`push` with the model call in a worker thread."""
+        """`push` with the model call in a worker thread."""
         return await asyncio.to_thread(self.push, piece)
 
     async def afinish(self) -> Release:
-        """:meth:`finish` with the model call in a worker thread."""
+        """`finish` with the model call in a worker thread."""
         return await asyncio.to_thread(self.finish)
 
     def _release_upto(self, stop: int, *, final: bool = False) -> str:

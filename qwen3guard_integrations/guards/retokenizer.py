@@ -1,7 +1,7 @@
 """Incremental re-tokenization: text pieces from any LLM in, stable Qwen3 token ids out.
 
 A Stream model needs Qwen3 ids, but an LLM with another tokenizer streams text whose last word
-may still grow ("hot" -> "hotwire") and so re-tokenize differently. :class:`Retokenizer` keeps
+may still grow ("hot" -> "hotwire") and so re-tokenize differently. `Retokenizer` keeps
 the unstable tail back and emits only ids that can no longer change:
 
 * the last ``holdback`` pre-tokens ("words" of the tokenizer's pre-tokenizer) are held back,
@@ -12,7 +12,7 @@ the unstable tail back and emits only ids that can no longer change:
 * a cut is only taken when tokenizing both sides separately gives the same ids as tokenizing
   the whole pending text.
 
-:meth:`Retokenizer.finish` flushes the rest. Invariant: the ids emitted, concatenated, equal
+`Retokenizer.finish` flushes the rest. Invariant: the ids emitted, concatenated, equal
 ``tokenizer(full_text, add_special_tokens=False, split_special_tokens=True).input_ids``.
 Control-token text such as ``"<|im_end|>"`` inside a piece is plain text (it is never turned
 into a special token); non-special added tokens such as ``<think>`` stay single tokens, exactly

@@ -1,9 +1,9 @@
 """A moderation session over one conversation: prompt verdict, then token-by-token response checks.
 
-A :class:`StreamSession` renders the conversation with the Stream tokenizer's chat template, runs it
+A `StreamSession` renders the conversation with the Stream tokenizer's chat template, runs it
 once (the prompt verdict is the query head at the ``<|im_end|>`` closing the last user turn) and
-keeps the KV cache. Each :meth:`StreamSession.feed` runs only the new response tokens. Sessions are
-independent; each has its own lock. :class:`AsyncStreamSession` is the async twin: every model call
+keeps the KV cache. Each `StreamSession.feed` runs only the new response tokens. Sessions are
+independent; each has its own lock. `AsyncStreamSession` is the async twin: every model call
 runs in a worker thread.
 """
 
@@ -36,7 +36,7 @@ BACKEND_NAME = "transformers-stream"
 
 @dataclass(frozen=True)
 class StreamUpdate:
-    """What one :meth:`StreamSession.feed` found.
+    """What one `StreamSession.feed` found.
 
     Attributes:
         tokens: the newly moderated response tokens (scaffolding and skipped think content are
@@ -58,7 +58,7 @@ class StreamUpdate:
 
     @property
     def levels(self) -> tuple[Level, ...]:
-        """The per-token levels of :attr:`tokens`."""
+        """The per-token levels of `tokens`."""
         return tuple(t.level for t in self.tokens)
 
 
@@ -122,7 +122,7 @@ class StreamSession:
     # -- state -------------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
-        """True after :meth:`close`."""
+        """True after `close`."""
         return self._closed
 
     @property
@@ -183,7 +183,7 @@ class StreamSession:
         """Moderate the next piece of the response: a text piece, a token id or a list of ids.
 
         Text pieces are re-tokenized into Qwen3 ids; ids whose text may still change are held
-        back until more text arrives or :meth:`finish` is called. Ids must be Qwen3 ids of the
+        back until more text arrives or `finish` is called. Ids must be Qwen3 ids of the
         Stream tokenizer (the fast path when the LLM shares it) and cannot be mixed with held-back
         text.
         """
@@ -260,7 +260,7 @@ class StreamSession:
                     _crop(self._cache, cached)
 
     def close(self) -> None:
-        """Free the KV cache. Feeding afterwards raises :class:`SessionClosedError`."""
+        """Free the KV cache. Feeding afterwards raises `SessionClosedError`."""
         with self._lock:
             self._closed = True
             self._cache = None
@@ -278,7 +278,7 @@ class StreamSession:
             )
 
     def _commit(self, ids: list[int]) -> StreamUpdate:
-        """:meth:`_run` for ids taken from the stream: if moderating them fails, the session
+        """`_run` for ids taken from the stream: if moderating them fails, the session
         closes (fail closed). Their text has left the re-tokenizer and the KV cache may hold part
         of a forward, so going on would moderate the rest of the response with a hole in it."""
         try:
@@ -384,9 +384,9 @@ def _think_filter(tokenizer: Any, mode: ThinkMode) -> ThinkFilter:
 
 
 class AsyncStreamSession:
-    """Async twin of :class:`StreamSession`: ``async with guard.asession(messages) as s``.
+    """Async twin of `StreamSession`: ``async with guard.asession(messages) as s``.
 
-    Every model call (the prompt pass on entry, :meth:`afeed`, :meth:`afinish`) runs in a worker
+    Every model call (the prompt pass on entry, `afeed`, `afinish`) runs in a worker
     thread, so the event loop never blocks on the model.
     """
 
@@ -402,14 +402,14 @@ class AsyncStreamSession:
 
     @property
     def session(self) -> StreamSession:
-        """The underlying sync session (after :meth:`start`)."""
+        """The underlying sync session (after `start`)."""
         if self._session is None:
             raise SessionClosedError("the async session has not been started: use 'async with'")
         return self._session
 
     @property
     def prompt_verdict(self) -> Verdict:
-        """The prompt verdict (after :meth:`start`)."""
+        """The prompt verdict (after `start`)."""
         return self.session.prompt_verdict
 
     @property
@@ -418,15 +418,15 @@ class AsyncStreamSession:
         return self.session.verdict
 
     async def afeed(self, piece: str | int | Sequence[int]) -> StreamUpdate:
-        """:meth:`StreamSession.feed` in a worker thread."""
+        """`StreamSession.feed` in a worker thread."""
         return await asyncio.to_thread(self.session.feed, piece)
 
     async def apeek(self) -> StreamUpdate:
-        """:meth:`StreamSession.peek` in a worker thread."""
+        """`StreamSession.peek` in a worker thread."""
         return await asyncio.to_thread(self.session.peek)
 
     async def afinish(self) -> StreamUpdate:
-        """:meth:`StreamSession.finish` in a worker thread."""
+        """`StreamSession.finish` in a worker thread."""
         return await asyncio.to_thread(self.session.finish)
 
     async def aclose(self) -> None:

@@ -11,7 +11,7 @@ with guard.session(messages) as s:           # prompt verdict at s.prompt_verdic
 ```
 
 The official remote code's streaming pair is offered as well:
-:meth:`Qwen3StreamGuard.stream_moderate_from_ids` and :meth:`Qwen3StreamGuard.close_stream`.
+`Qwen3StreamGuard.stream_moderate_from_ids` and `Qwen3StreamGuard.close_stream`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = ["Qwen3StreamGuard", "StreamState"]
 
 @dataclass
 class StreamState:
-    """The state of one compatibility stream (:meth:`Qwen3StreamGuard.stream_moderate_from_ids`).
+    """The state of one compatibility stream (`Qwen3StreamGuard.stream_moderate_from_ids`).
 
     Holds the KV cache and how many positions it covers; ``closed`` after ``close_stream``.
     """
@@ -46,9 +46,9 @@ class Qwen3StreamGuard:
     """A loaded Stream model, its tokenizer and the session defaults.
 
     Args:
-        loaded: the loaded network (:func:`~.backends.stream_loading.load_stream_model`).
+        loaded: the loaded network (`load_stream_model`).
         tokenizer: the Stream checkpoint's tokenizer (a ``transformers`` fast tokenizer).
-        policy: which decisions block (default :meth:`Policy.strict`: Controversial blocks too).
+        policy: which decisions block (default `Policy.strict`: Controversial blocks too).
         debounce: consecutive non-Safe tokens of one level that trip the decision (default 2).
         think: ``"moderate"`` or ``"skip"`` the content of ``<think>`` blocks in responses.
     """
@@ -90,7 +90,7 @@ class Qwen3StreamGuard:
         """Load a Stream checkpoint (Hub id or local folder) without remote code.
 
         ``device`` defaults to cuda when available, else cpu; ``dtype`` to bf16 on a GPU and fp32
-        on the CPU. Missing or unexpected weights raise :class:`CheckpointError`.
+        on the CPU. Missing or unexpected weights raise `CheckpointError`.
         """
         from ..backends.stream.loading import load_stream_model
 
@@ -127,7 +127,7 @@ class Qwen3StreamGuard:
         debounce: int | None = None,
         think: Literal["moderate", "skip"] | None = None,
     ) -> Any:
-        """Start a :class:`~.backends.stream_session.StreamSession` for ``messages``.
+        """Start a `StreamSession` for ``messages``.
 
         ``messages`` must end with a user turn. The prompt is run at once; its verdict is at
         ``session.prompt_verdict``.
@@ -153,7 +153,7 @@ class Qwen3StreamGuard:
         debounce: int | None = None,
         think: Literal["moderate", "skip"] | None = None,
     ) -> Any:
-        """An :class:`~.backends.stream_session.AsyncStreamSession`: ``async with`` it."""
+        """An `AsyncStreamSession`: ``async with`` it."""
         from .session import AsyncStreamSession
 
         return AsyncStreamSession(
@@ -161,7 +161,7 @@ class Qwen3StreamGuard:
         )
 
     def retokenizer(self) -> Any:
-        """A new :class:`~.backends.retokenizer.Retokenizer` for this model's tokenizer."""
+        """A new `Retokenizer` for this model's tokenizer."""
         from .retokenizer import Retokenizer
 
         return Retokenizer(self._backend_tok)

@@ -2,18 +2,18 @@
 agent middleware and guarded tools.
 
 Needs the ``langchain`` extra (``pip install "qwen3guard-integrations[langchain]"``); importing
-this package without ``langchain-core`` raises :class:`~qwen3guard_integrations.MissingDependencyError`.
+this package without ``langchain-core`` raises `MissingDependencyError`.
 
-- :class:`PromptGuard`, :class:`ResponseGuard`: pass-through checks before / after a model.
-- :func:`guard_chain`: prompt before, response after, stream during, for a whole chain.
-- :class:`Classify` and :func:`is_safe`, :func:`is_unsafe`, :func:`is_controversial`,
-  :func:`has_category`, :func:`is_blocked_by`: routing with ``RunnableBranch``.
-- :class:`Qwen3GuardStreamCallback` / :class:`AsyncQwen3GuardStreamCallback`: stop any chat
+- `PromptGuard`, `ResponseGuard`: pass-through checks before / after a model.
+- `guard_chain`: prompt before, response after, stream during, for a whole chain.
+- `Classify` and `is_safe`, `is_unsafe`, `is_controversial`,
+  `has_category`, `is_blocked_by`: routing with ``RunnableBranch``.
+- `Qwen3GuardStreamCallback` / `AsyncQwen3GuardStreamCallback`: stop any chat
   model's stream at the first blocked token.
-- :class:`StreamGuard`: an LCEL stage that releases only text the Stream head cleared.
-- :class:`Qwen3GuardMiddleware` for ``create_agent``; :func:`guard_tool` for other agents.
-- Verdicts: ``response_metadata["qwen3guard"]`` (:func:`message_verdicts`) and the
-  :data:`VERDICT_EVENT` custom event.
+- `StreamGuard`: an LCEL stage that releases only text the Stream head cleared.
+- `Qwen3GuardMiddleware` for ``create_agent``; `guard_tool` for other agents.
+- Verdicts: ``response_metadata["qwen3guard"]`` (`message_verdicts`) and the
+  `VERDICT_EVENT` custom event.
 """
 
 from ..core.deps import require

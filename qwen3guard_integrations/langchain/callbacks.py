@@ -4,17 +4,17 @@ Attach to any chat model or chain with ``config={"callbacks": [Qwen3GuardStreamC
 Per run (``run_id``) the handler opens a Stream session at ``on_chat_model_start`` /
 ``on_llm_start`` (the prompt verdict: a blocked prompt raises before the model runs), feeds every
 ``on_llm_new_token`` (strings or content-block lists) and raises
-:class:`~qwen3guard_integrations.UnsafeContentError` at the token whose feed trips the debounced
+`UnsafeContentError` at the token whose feed trips the debounced
 decision. LangChain calls ``on_llm_new_token`` before it yields the chunk, so that chunk never
 reaches the consumer; ``raise_error = True`` makes the error propagate instead of being logged.
 
 A callback cannot hold text back, only stop the stream, so it never waits for later tokens: it
 blocks at the first token the policy blocks (``debounce=1`` by default), and after each piece it
 also moderates, speculatively, the text the re-tokenizer still holds back (a word that may still
-grow; :meth:`StreamSession.peek`). So the chunk that carries the first unsafe token is the one
+grow; `StreamSession.peek`). So the chunk that carries the first unsafe token is the one
 that raises, and it never reaches the consumer. (With ``debounce > 1`` the chunks before the
 tripping one, which may hold the first flagged tokens, are already out; the hold-back
-:class:`~.stream_stage.StreamGuard` debounces without releasing anything unchecked.)
+`StreamGuard` debounces without releasing anything unchecked.)
 
 Without streaming (``invoke``) no tokens arrive: the whole answer is moderated at
 ``on_llm_end``, and a block raises there, before ``invoke`` returns. The session is closed on
@@ -135,7 +135,7 @@ class Qwen3GuardStreamCallback(_Base, BaseCallbackHandler):
     """Sync callback handler; see the module docstring.
 
     Args:
-        stream_guard: the :class:`~qwen3guard_integrations.Qwen3StreamGuard`.
+        stream_guard: the `Qwen3StreamGuard`.
         check_prompt: raise when the prompt verdict is blocked (before the model runs).
         policy: overrides the stream guard's policy for these sessions.
         debounce: consecutive flagged tokens that block (default 1: see the module docstring).
@@ -205,12 +205,12 @@ class Qwen3GuardStreamCallback(_Base, BaseCallbackHandler):
 
 
 class AsyncQwen3GuardStreamCallback(_Base, AsyncCallbackHandler):
-    """Async twin of :class:`Qwen3GuardStreamCallback`: every model call runs in a worker thread,
+    """Async twin of `Qwen3GuardStreamCallback`: every model call runs in a worker thread,
     so the event loop never waits on the Stream model.
 
     Only for async runs (``astream``, ``ainvoke``). In a sync run (``stream``, ``invoke``)
     LangChain runs async handlers on the side and logs their errors instead of raising them, so
-    this handler could not stop the stream there. :class:`Qwen3GuardStreamCallback` stops both
+    this handler could not stop the stream there. `Qwen3GuardStreamCallback` stops both
     sync and async runs; use it when one handler must serve both.
     """
 

@@ -11,7 +11,7 @@ for chunk in safe.stream({"input": "..."}):  # only text the Stream head cleared
 ``invoke``: the prompt is checked (a blocked prompt never reaches the chain), the chain runs, and
 its answer is checked in the context of the prompt (Gen; the Stream head when no Gen guard is
 given). ``stream``: the prompt is checked first; with a ``stream_guard`` the answer streams through
-:class:`~.stream_stage.StreamGuard` (released as the Stream head clears it, stopped when the
+`StreamGuard` (released as the Stream head clears it, stopped when the
 debounced decision blocks); without one the answer is gathered, checked by the Gen guard and
 released whole. Verdicts come back in ``response_metadata["qwen3guard"]`` of the (last) message
 (``"prompt"``, ``"response"`` and/or ``"stream"``) and as custom events in every mode.
@@ -48,7 +48,7 @@ def guard_chain(
     on_block: OnBlock = "raise",
     refusal: str = DEFAULT_REFUSAL,
 ) -> GuardedChain:
-    """Guard ``chain``; see the module docstring and :class:`GuardedChain`."""
+    """Guard ``chain``; see the module docstring and `GuardedChain`."""
     return GuardedChain(
         chain, guard=guard, stream_guard=stream_guard, key=key, on_block=on_block, refusal=refusal
     )
@@ -68,15 +68,15 @@ def _prompt_conversation_dicts(msgs: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 class GuardedChain(Runnable[Any, Any]):
-    """A chain with its prompt, response and stream guarded (build it with :func:`guard_chain`).
+    """A chain with its prompt, response and stream guarded (build it with `guard_chain`).
 
     Args:
         chain: any Runnable whose output is a message or a string.
-        guard: the Gen :class:`~qwen3guard_integrations.Qwen3Guard` (prompt and final response).
-        stream_guard: the :class:`~qwen3guard_integrations.Qwen3StreamGuard` (moderates while
+        guard: the Gen `Qwen3Guard` (prompt and final response).
+        stream_guard: the `Qwen3StreamGuard` (moderates while
             streaming; checks prompt and response itself when no ``guard`` is given).
         key: the input dict key that holds the prompt.
-        on_block: ``"raise"`` :class:`UnsafeContentError` or ``"refuse"``: answer with a refusal
+        on_block: ``"raise"`` `UnsafeContentError` or ``"refuse"``: answer with a refusal
             ``AIMessage`` (a string for string chains); a stream blocked midway ends with a chunk
             carrying the verdict.
         refusal: the refusal text.
@@ -208,7 +208,7 @@ class GuardedChain(Runnable[Any, Any]):
         return self._call_with_config(self._run, input, config, **kwargs)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        """Async twin of :meth:`invoke`."""
+        """Async twin of `invoke`."""
         return await self._acall_with_config(self._arun, input, config, **kwargs)
 
     # --- stream -------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ class GuardedChain(Runnable[Any, Any]):
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        """Async twin of :meth:`stream`."""
+        """Async twin of `stream`."""
 
         async def one() -> AsyncIterator[Any]:
             yield input

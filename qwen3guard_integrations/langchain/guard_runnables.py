@@ -1,8 +1,8 @@
-"""Pass-through guard Runnables: :class:`PromptGuard` before a model, :class:`ResponseGuard` after.
+"""Pass-through guard Runnables: `PromptGuard` before a model, `ResponseGuard` after.
 
 Both pass their input on unchanged when the guard's policy allows it, dispatch a
-:data:`~.reporting.VERDICT_EVENT` custom event with the verdict, and on a block raise
-:class:`~qwen3guard_integrations.UnsafeContentError` (``on_block="raise"``, the default) or return a
+`VERDICT_EVENT` custom event with the verdict, and on a block raise
+`UnsafeContentError` (``on_block="raise"``, the default) or return a
 refusal (``on_block="refuse"``). ``invoke`` / ``ainvoke`` / ``batch`` / ``abatch`` / ``stream`` /
 ``astream`` all work; async calls go through the guard's micro-batcher, so ``abatch`` runs as
 batched forwards.
@@ -48,9 +48,9 @@ class PromptGuard(Runnable[Any, Any]):
     or a dict holding one of those under ``key`` (default ``"input"``).
 
     Args:
-        guard: the :class:`~qwen3guard_integrations.Qwen3Guard` that checks.
+        guard: the `Qwen3Guard` that checks.
         key: the dict key holding the prompt.
-        on_block: ``"raise"`` :class:`UnsafeContentError`, or ``"refuse"``: return an
+        on_block: ``"raise"`` `UnsafeContentError`, or ``"refuse"``: return an
             ``AIMessage`` with ``refusal`` (its ``response_metadata["qwen3guard"]["prompt"]`` holds
             the verdict) instead of the input.
         refusal: the refusal text.
@@ -99,7 +99,7 @@ class PromptGuard(Runnable[Any, Any]):
         return self._call_with_config(self._run, input, config, **kwargs)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        """Async twin of :meth:`invoke`."""
+        """Async twin of `invoke`."""
         return await self._acall_with_config(self._arun, input, config, **kwargs)
 
 
@@ -114,12 +114,12 @@ class ResponseGuard(Runnable[Any, Any]):
 
     When streamed (after a model in ``model | ResponseGuard(guard)``), it gathers the chunks and
     releases the checked response as one chunk at the end: a Gen verdict needs the whole answer,
-    and nothing unchecked is released. For token-level streaming use :class:`StreamGuard`.
+    and nothing unchecked is released. For token-level streaming use `StreamGuard`.
 
     Args:
-        guard: the :class:`~qwen3guard_integrations.Qwen3Guard` that checks.
+        guard: the `Qwen3Guard` that checks.
         input_key, output_key: the dict keys of the prompt and the output.
-        on_block: ``"raise"`` :class:`UnsafeContentError`, or ``"refuse"``: put a refusal
+        on_block: ``"raise"`` `UnsafeContentError`, or ``"refuse"``: put a refusal
             (an ``AIMessage``, or the text for a string output) in place of the output.
         refusal: the refusal text.
         name: the run name (default ``"ResponseGuard"``).
@@ -212,5 +212,5 @@ class ResponseGuard(Runnable[Any, Any]):
         return self._call_with_config(self._run, input, config, **kwargs)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        """Async twin of :meth:`invoke`."""
+        """Async twin of `invoke`."""
         return await self._acall_with_config(self._arun, input, config, **kwargs)

@@ -15,11 +15,11 @@ With a ``stream_guard`` the model's tokens are moderated by the Stream head as t
 On a block, ``exit_behavior``: ``"end"`` stops the run with a violation message (an unsafe answer
 or tool call is replaced by it, so it never reaches the user or a tool; an injected tool result is
 replaced so no later turn reads it); ``"error"`` raises
-:class:`~qwen3guard_integrations.UnsafeContentError`; ``"replace"`` swaps the flagged message's
+`UnsafeContentError`; ``"replace"`` swaps the flagged message's
 content for the violation message and lets the run go on (an answer or tool call is replaced by
 the notice, without tool calls, so no tool runs; a flagged tool result is replaced and the model
 reads the notice instead). Verdicts are dispatched as
-:data:`~.reporting.VERDICT_EVENT` custom events and attached to the AI messages' metadata.
+`VERDICT_EVENT` custom events and attached to the AI messages' metadata.
 """
 
 from __future__ import annotations
@@ -85,13 +85,13 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
     """Agent middleware; see the module docstring.
 
     Args:
-        guard: the Gen :class:`~qwen3guard_integrations.Qwen3Guard` (its policy decides).
-        stream_guard: optional :class:`~qwen3guard_integrations.Qwen3StreamGuard`: moderate the
-            model's streamed tokens (through :class:`Qwen3GuardStreamCallback`) and stop at a trip.
+        guard: the Gen `Qwen3Guard` (its policy decides).
+        stream_guard: optional `Qwen3StreamGuard`: moderate the
+            model's streamed tokens (through `Qwen3GuardStreamCallback`) and stop at a trip.
         check_input, check_output, check_tool_calls, check_tool_results: what to check.
         exit_behavior: ``"end"`` (default), ``"error"`` or ``"replace"``.
         violation_message: the text put in place of blocked content (see
-            :data:`DEFAULT_VIOLATION`).
+            `DEFAULT_VIOLATION`).
     """
 
     def __init__(
@@ -250,7 +250,7 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
-        """Async twin of :meth:`before_model`."""
+        """Async twin of `before_model`."""
         messages = list(state["messages"])
         return await self._arun(messages, self._input_plan(messages))
 
@@ -262,7 +262,7 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
 
     @hook_config(can_jump_to=["end"])
     async def aafter_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
-        """Async twin of :meth:`after_model`."""
+        """Async twin of `after_model`."""
         messages = list(state["messages"])
         return await self._arun(messages, self._output_plan(messages))
 
@@ -284,7 +284,7 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         return self._at_end(self._run(messages, self._direct_plan(messages)))
 
     async def aafter_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
-        """Async twin of :meth:`after_agent`."""
+        """Async twin of `after_agent`."""
         messages = list(state["messages"])
         return self._at_end(await self._arun(messages, self._direct_plan(messages)))
 
@@ -307,7 +307,7 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResponse[Any] | AIMessage:
-        """Async twin of :meth:`wrap_model_call`."""
+        """Async twin of `wrap_model_call`."""
         if self.stream_guard is None:
             return await handler(request)
         callback = AsyncQwen3GuardStreamCallback(self.stream_guard, check_prompt=False)

@@ -1,12 +1,12 @@
 """How verdicts reach the caller: message metadata and LangChain custom events.
 
-Every guard Runnable dispatches one custom event named :data:`VERDICT_EVENT` per check, visible
+Every guard Runnable dispatches one custom event named `VERDICT_EVENT` per check, visible
 in ``astream_events`` (``event == "on_custom_event"``) and to any callback handler's
 ``on_custom_event``. Its data is ``{"stage": ..., "verdict": Verdict, "blocked": bool}``.
 
 Messages carry their verdicts under ``response_metadata["qwen3guard"]``: a dict from stage
 (``"prompt"``, ``"response"``, ``"stream"``) to the verdict as a JSON-ready dict (so messages stay
-serialisable in checkpoints); :func:`message_verdicts` reads them back as :class:`Verdict`.
+serialisable in checkpoints); `message_verdicts` reads them back as `Verdict`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ M = TypeVar("M", bound=BaseMessage)
 
 
 def verdict_event(stage: Stage, verdict: Verdict, blocked: bool) -> dict[str, Any]:
-    """The data of a :data:`VERDICT_EVENT`."""
+    """The data of a `VERDICT_EVENT`."""
     return {"stage": stage, "verdict": verdict, "blocked": blocked}
 
 
@@ -61,7 +61,7 @@ def current_config() -> RunnableConfig | None:
 def dispatch_verdict(
     stage: Stage, verdict: Verdict, blocked: bool, config: RunnableConfig | None
 ) -> None:
-    """Dispatch a :data:`VERDICT_EVENT` to the handlers of the run ``config`` belongs to (a
+    """Dispatch a `VERDICT_EVENT` to the handlers of the run ``config`` belongs to (a
     no-op outside a run)."""
     if config is None or not config.get("callbacks"):
         return
@@ -71,7 +71,7 @@ def dispatch_verdict(
 async def adispatch_verdict(
     stage: Stage, verdict: Verdict, blocked: bool, config: RunnableConfig | None
 ) -> None:
-    """Async twin of :func:`dispatch_verdict`."""
+    """Async twin of `dispatch_verdict`."""
     if config is None or not config.get("callbacks"):
         return
     await adispatch_custom_event(
@@ -90,7 +90,7 @@ def with_verdicts(message: M, verdicts: Mapping[str, Verdict]) -> M:
 
 
 def message_verdicts(message: BaseMessage) -> dict[str, Verdict]:
-    """The verdicts a guard attached to ``message`` (stage -> :class:`Verdict`); empty if none."""
+    """The verdicts a guard attached to ``message`` (stage -> `Verdict`); empty if none."""
     raw = (getattr(message, "response_metadata", None) or {}).get(METADATA_KEY) or {}
     return {
         stage: v if isinstance(v, Verdict) else Verdict.from_dict(v) for stage, v in raw.items()

@@ -1,4 +1,4 @@
-"""Routing on verdicts: :class:`Classify` and predicates for ``RunnableBranch`` conditions.
+"""Routing on verdicts: `Classify` and predicates for ``RunnableBranch`` conditions.
 
 ```python
 router = Classify(guard) | RunnableBranch(
@@ -8,8 +8,8 @@ router = Classify(guard) | RunnableBranch(
 )
 ```
 
-:class:`Classify` returns ``{"input": <its input>, "verdict": Verdict}``; each predicate takes that
-dict, a :class:`Verdict`, or a message carrying verdicts in ``response_metadata["qwen3guard"]``
+`Classify` returns ``{"input": <its input>, "verdict": Verdict}``; each predicate takes that
+dict, a `Verdict`, or a message carrying verdicts in ``response_metadata["qwen3guard"]``
 (the most severe of them), and returns a bool.
 """
 
@@ -86,13 +86,13 @@ class Classify(Runnable[Any, dict[str, Any]]):
     async def ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
-        """Async twin of :meth:`invoke`."""
+        """Async twin of `invoke`."""
         return await self._acall_with_config(self._arun, input, config, **kwargs)
 
 
 def verdict_of(value: Any) -> Verdict:
-    """The verdict a predicate looks at: a :class:`Verdict`, ``value["verdict"]`` (the output of
-    :class:`Classify`), or the most severe verdict attached to a message."""
+    """The verdict a predicate looks at: a `Verdict`, ``value["verdict"]`` (the output of
+    `Classify`), or the most severe verdict attached to a message."""
     if isinstance(value, Verdict):
         return value
     if isinstance(value, Mapping) and isinstance(value.get("verdict"), Verdict):

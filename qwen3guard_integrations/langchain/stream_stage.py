@@ -7,20 +7,20 @@ for chunk in chain.stream({"topic": "..."}):
 ```
 
 Each incoming chunk's text is fed to a Stream session through a
-:class:`~qwen3guard_integrations.guards.holdback.HoldBack`: text comes out once every
+`HoldBack`: text comes out once every
 token in it is moderated and no later trip can include it (at most the debounce window, plus a word
 the re-tokenizer still holds, behind the model). When the debounced decision blocks, nothing more
 is released: the stage stops reading the model (so it stops generating) and ends the stream with
 a final chunk carrying the verdict in ``response_metadata["qwen3guard"]["stream"]``
 (``on_block="end"``, the default), or raises
-:class:`~qwen3guard_integrations.UnsafeContentError` (``on_block="raise"``). An unblocked stream
+`UnsafeContentError` (``on_block="raise"``). An unblocked stream
 ends with a chunk carrying the verdict (Safe, or a trip the policy allows), the text still held and
 any tool-call chunks, usage and metadata the model sent (released only at the end: tool-call
-arguments are not moderated by the Stream head; check them with :class:`Qwen3GuardMiddleware`).
+arguments are not moderated by the Stream head; check them with `Qwen3GuardMiddleware`).
 
 Output chunks have the input's kind: ``AIMessageChunk`` for messages, ``str`` for strings (a
 string stream cannot carry metadata: its verdict is in the custom event only). A stage after the
-model does not see the prompt; :func:`guard_chain` gives it the prompt, standalone it moderates the
+model does not see the prompt; `guard_chain` gives it the prompt, standalone it moderates the
 response after a neutral placeholder user turn.
 """
 
@@ -109,7 +109,7 @@ class StreamGuard(Runnable[Any, Any]):
     """Hold-back stream moderation stage; see the module docstring.
 
     Args:
-        stream_guard: the :class:`~qwen3guard_integrations.Qwen3StreamGuard`.
+        stream_guard: the `Qwen3StreamGuard`.
         on_block: ``"end"`` the stream with a final chunk carrying the verdict, or ``"raise"``.
         name: the run name (default ``"StreamGuard"``).
     """
@@ -248,7 +248,7 @@ class StreamGuard(Runnable[Any, Any]):
     async def atransform(
         self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        """Async twin of :meth:`transform`."""
+        """Async twin of `transform`."""
         async for item in self._atransform_stream_with_config(
             input, self._atransform, config, **kwargs
         ):
@@ -263,7 +263,7 @@ class StreamGuard(Runnable[Any, Any]):
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        """Async twin of :meth:`stream`."""
+        """Async twin of `stream`."""
 
         async def one() -> AsyncIterator[Any]:
             yield input
@@ -277,7 +277,7 @@ class StreamGuard(Runnable[Any, Any]):
         return _join(list(self.stream(input, config, **kwargs)))
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        """Async twin of :meth:`invoke`."""
+        """Async twin of `invoke`."""
         return _join([item async for item in self.astream(input, config, **kwargs)])
 
 

@@ -1,6 +1,6 @@
 """``guard_tool``: a tool that checks its call before running and its result before returning.
 
-For agents without :class:`~.middleware.Qwen3GuardMiddleware` (a hand-written tool loop,
+For agents without `Qwen3GuardMiddleware` (a hand-written tool loop,
 LangGraph's ``ToolNode``, legacy agents):
 
 ```python
@@ -52,10 +52,10 @@ def guard_tool(
 
     Args:
         tool: any LangChain tool.
-        guard: the :class:`~qwen3guard_integrations.Qwen3Guard` that checks.
+        guard: the `Qwen3Guard` that checks.
         check_args: check the call (name and arguments) before the tool runs.
         check_result: check what the tool returns before it is handed on.
-        on_block: ``"raise"`` :class:`~qwen3guard_integrations.UnsafeContentError`, or
+        on_block: ``"raise"`` `UnsafeContentError`, or
             ``"return"`` ``blocked_message`` as the tool's result (the model reads it).
         blocked_message: the text returned on a block; ``{level}`` and ``{categories}`` are
             filled in.

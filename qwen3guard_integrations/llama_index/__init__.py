@@ -1,10 +1,10 @@
 """LlamaIndex integration: screen the query and retrieved context, guard the (streamed) answer.
 
-- :class:`Qwen3GuardNodePostprocessor`: a node postprocessor that checks the query and each
+- `Qwen3GuardNodePostprocessor`: a node postprocessor that checks the query and each
   retrieved node (drops or flags unsafe / injected nodes; never mutates its input).
-- :class:`GuardedQueryEngine`: wraps any query engine; checks the query before, the answer after,
-  and a streamed answer token by token (with a :class:`~qwen3guard_integrations.Qwen3StreamGuard`).
-- :class:`Qwen3GuardVerdictEvent`: every verdict, sent through LlamaIndex instrumentation.
+- `GuardedQueryEngine`: wraps any query engine; checks the query before, the answer after,
+  and a streamed answer token by token (with a `Qwen3StreamGuard`).
+- `Qwen3GuardVerdictEvent`: every verdict, sent through LlamaIndex instrumentation.
 
 Needs ``llama-index-core``: ``pip install "qwen3guard-integrations[llama-index]"``.
 """

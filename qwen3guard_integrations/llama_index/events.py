@@ -1,8 +1,8 @@
 """Verdicts as LlamaIndex instrumentation events, so existing event handlers see them.
 
-Every check made by :class:`~.postprocessor.Qwen3GuardNodePostprocessor` and
-:class:`~.query_engine.GuardedQueryEngine` is sent as a :class:`Qwen3GuardVerdictEvent` through the
-dispatcher named ``"qwen3guard_integrations.llama_index"`` (:data:`DISPATCHER_NAME`). It propagates
+Every check made by `Qwen3GuardNodePostprocessor` and
+`GuardedQueryEngine` is sent as a `Qwen3GuardVerdictEvent` through the
+dispatcher named ``"qwen3guard_integrations.llama_index"`` (`DISPATCHER_NAME`). It propagates
 to the root dispatcher, so a handler added with
 ``llama_index.core.instrumentation.get_dispatcher().add_event_handler(handler)`` receives it,
 with the ``span_id`` of the query that was running.
@@ -66,12 +66,12 @@ class Qwen3GuardVerdictEvent(BaseEvent):
 
 
 def emit(event: BaseEvent, **kwargs: Any) -> None:
-    """Send ``event`` through :data:`dispatcher` to every handler (their errors are swallowed)."""
+    """Send ``event`` through `dispatcher` to every handler (their errors are swallowed)."""
     dispatcher.event(event, **kwargs)
 
 
 async def aemit(event: BaseEvent, **kwargs: Any) -> None:
-    """Async twin of :func:`emit`: handlers' ``ahandle`` run concurrently."""
+    """Async twin of `emit`: handlers' ``ahandle`` run concurrently."""
     await dispatcher.aevent(event, **kwargs)
 
 
@@ -84,7 +84,7 @@ def emit_verdict(
     node_id: str | None = None,
     **kwargs: Any,
 ) -> Qwen3GuardVerdictEvent:
-    """Send a :class:`Qwen3GuardVerdictEvent` to every handler; return the event."""
+    """Send a `Qwen3GuardVerdictEvent` to every handler; return the event."""
     event = Qwen3GuardVerdictEvent(
         verdict=verdict, stage=stage, blocked=blocked, action=action, node_id=node_id
     )
@@ -101,7 +101,7 @@ async def aemit_verdict(
     node_id: str | None = None,
     **kwargs: Any,
 ) -> Qwen3GuardVerdictEvent:
-    """Async twin of :func:`emit_verdict` (handlers' ``ahandle`` run concurrently)."""
+    """Async twin of `emit_verdict` (handlers' ``ahandle`` run concurrently)."""
     event = Qwen3GuardVerdictEvent(
         verdict=verdict, stage=stage, blocked=blocked, action=action, node_id=node_id
     )

@@ -1,7 +1,7 @@
 """A node postprocessor that screens the query and the retrieved context with a Qwen3Guard-Gen model.
 
 A postprocessor runs after retrieval and before synthesis: it sees the query and the retrieved
-nodes, never the answer (guard the answer with :class:`~.query_engine.GuardedQueryEngine`).
+nodes, never the answer (guard the answer with `GuardedQueryEngine`).
 
 ```python
 post = Qwen3GuardNodePostprocessor(guard)                 # drop unsafe nodes, raise on an unsafe query
@@ -73,19 +73,19 @@ class Qwen3GuardNodePostprocessor(BaseNodePostprocessor):
     Jailbreak. The nodes received are never mutated.
 
     Args:
-        guard: the :class:`~qwen3guard_integrations.Qwen3Guard` (its policy decides what blocks).
+        guard: the `Qwen3Guard` (its policy decides what blocks).
         check_query: check the query string (prompt mode).
         check_nodes: check each node's content as the LLM would see it (``metadata_mode``).
         on_unsafe_node: ``"drop"`` blocked nodes, or ``"flag"`` them: pass a copy carrying the
             verdict under ``metadata[metadata_key]`` (excluded from embedding and LLM metadata).
-        on_unsafe_query: ``"raise"`` :class:`~qwen3guard_integrations.UnsafeContentError`, or
+        on_unsafe_query: ``"raise"`` `UnsafeContentError`, or
             return ``"empty"`` (no node reaches synthesis).
         metadata_key: the metadata key of flagged copies.
         metadata_mode: which node content is checked (default: what the LLM sees).
 
     Nodes whose content is blank are passed on unchecked (they hold no text; the guard reads text
     only, so the images of multimodal nodes are not checked). Every verdict is also sent as a
-    :class:`~.events.Qwen3GuardVerdictEvent`.
+    `Qwen3GuardVerdictEvent`.
     """
 
     guard: Qwen3Guard = Field(exclude=True, description="The Qwen3Guard Gen guard.")

@@ -47,13 +47,13 @@ class GuardedQueryEngine(BaseQueryEngine):
     its prompt. A streamed answer (``StreamingResponse`` / ``AsyncStreamingResponse``) gets a
     guarded ``response_gen``: with ``stream_guard`` it is moderated token by token and stops
     before the first blocked token is yielded; without one it is buffered, checked with ``guard``
-    and only then released (see :mod:`.streaming`).
+    and only then released (see `streaming`).
 
     Verdicts go into ``response.metadata[metadata_key]``: a dict with ``"query"`` and
     ``"response"`` (each a ``Verdict.to_dict()`` or None), ``"blocked"`` (None, ``"query"``,
     ``"response"`` or ``"stream"``) and, for streams, ``"complete"`` (True once the stream
     ended; read the record after consuming the stream). Every verdict is also sent as a
-    :class:`~.events.Qwen3GuardVerdictEvent`.
+    `Qwen3GuardVerdictEvent`.
 
     Args:
         query_engine: the engine to guard (any LlamaIndex ``BaseQueryEngine``).
@@ -61,7 +61,7 @@ class GuardedQueryEngine(BaseQueryEngine):
         stream_guard: a Stream guard for streamed answers (its own policy decides what blocks).
         check_query: check the query before the engine runs.
         check_response: check the answer (whole or streamed).
-        on_unsafe: ``"raise"`` :class:`~qwen3guard_integrations.UnsafeContentError`, or
+        on_unsafe: ``"raise"`` `UnsafeContentError`, or
             ``"refuse"``: answer ``refusal`` instead (a stream yields it after the cleared text,
             or ends silently when ``refusal`` is empty).
         refusal: the refusal text.

@@ -1,7 +1,7 @@
 """Guarded token generators for ``StreamingResponse.response_gen`` (sync and async).
 
-With a :class:`~qwen3guard_integrations.Qwen3StreamGuard`, every piece the LLM streams is fed to
-a Stream session through a :class:`~qwen3guard_integrations.guards.holdback.HoldBack`:
+With a `Qwen3StreamGuard`, every piece the LLM streams is fed to
+a Stream session through a `HoldBack`:
 only text the Stream head has moderated and settled is yielded, so the token that turns the
 answer unsafe is never yielded, and the LLM's generator is closed at once.
 
@@ -25,7 +25,7 @@ from .events import Qwen3GuardVerdictEvent, Stage, aemit, emit
 
 __all__ = ["OnUnsafe", "StreamGuardConfig", "aguard_token_gen", "guard_token_gen"]
 
-#: What a blocked answer becomes: an :class:`UnsafeContentError`, or the refusal text.
+#: What a blocked answer becomes: an `UnsafeContentError`, or the refusal text.
 OnUnsafe = Literal["raise", "refuse"]
 
 
@@ -37,7 +37,7 @@ class StreamGuardConfig:
         query: the query text (the conversation's user turn).
         guard: the Gen guard (used when ``stream_guard`` is None).
         stream_guard: the Stream guard, or None to buffer and check with ``guard``.
-        on_unsafe: ``"raise"`` (the generator raises :class:`UnsafeContentError`) or
+        on_unsafe: ``"raise"`` (the generator raises `UnsafeContentError`) or
             ``"refuse"`` (the generator yields ``refusal`` and ends; nothing when it is empty).
         refusal: the text yielded after a block under ``"refuse"``.
         span_id: the LlamaIndex span the stream's events belong to (the query's span; the
@@ -145,7 +145,7 @@ def _buffered(gen: Iterator[str], cfg: StreamGuardConfig) -> Iterator[str]:
 async def aguard_token_gen(
     gen: AsyncIterator[str], cfg: StreamGuardConfig
 ) -> AsyncGenerator[str, None]:
-    """Async twin of :func:`guard_token_gen`: model calls run in worker threads."""
+    """Async twin of `guard_token_gen`: model calls run in worker threads."""
     cfg.record.setdefault("response", None)
     cfg.record.setdefault("blocked", None)
     cfg.record["complete"] = False

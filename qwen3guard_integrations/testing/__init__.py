@@ -11,11 +11,11 @@ cores) and caches two checkpoints in the official on-disk formats:
 
 Both use the real Qwen3 byte-level BPE (truncated to its first 16,384 ranks, so ordinary tokens
 keep their Qwen3 ids) and Qwen3's added tokens. They follow the behaviour contract documented in
-:mod:`qwen3guard_integrations.testing.contract`. From the shell::
+`qwen3guard_integrations.testing.contract`. From the shell::
 
     python -m qwen3guard_integrations.testing DIR      # writes DIR/gen and DIR/stream
 
-:class:`GenTestServer` serves the Gen checkpoint over HTTP on loopback, speaking TGI's and the
+`GenTestServer` serves the Gen checkpoint over HTTP on loopback, speaking TGI's and the
 OpenAI-compatible routes, and fails on purpose when told to (for testing remote setups).
 
 Needs the ``testing`` extra: ``pip install "qwen3guard-integrations[testing]"``.

@@ -3,7 +3,7 @@
 Texts are word salads and short templated sentences over a multilingual filler vocabulary plus
 random token strings (so every embedding row gets trained), with the contract's triggers spliced
 in, one per text, in lower, Capitalized and UPPER case, and near-misses (``kill`` alone, ``hotel``, ``bob``)
-that must stay Safe. Labels always come from :mod:`.contract`, never from the generator.
+that must stay Safe. Labels always come from `contract`, never from the generator.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """A real HTTP server on loopback that serves a Gen checkpoint the way TGI and vLLM do.
 
-:class:`GenTestServer` speaks TGI's ``/generate`` (and ``POST /``), ``/info`` and ``/health`` with
+`GenTestServer` speaks TGI's ``/generate`` (and ``POST /``), ``/info`` and ``/health`` with
 TGI's error bodies, and the OpenAI-compatible ``/v1/completions`` and ``/v1/models`` routes, as
 SPEC section 4 describes them. Behind the routes a real ``transformers`` model does real greedy
 decoding (sampling when asked to), with per-token log-probabilities and top-n tokens.
 
-It can fail on purpose: :meth:`GenTestServer.inject` queues :class:`Fault` s (a status with an
+It can fail on purpose: `GenTestServer.inject` queues `Fault` s (a status with an
 error body, a ``Retry-After``, a delay, a body that is not JSON, a well-formed answer whose text is
-not a verdict, a dropped connection); :meth:`GenTestServer.stop` takes it down (connection refused)
-and :meth:`GenTestServer.start` brings it back on the same port; ``ready = False`` makes
+not a verdict, a dropped connection); `GenTestServer.stop` takes it down (connection refused)
+and `GenTestServer.start` brings it back on the same port; ``ready = False`` makes
 ``/health`` answer 503.
 
 Used by this package's tests; usable by yours::
@@ -107,7 +107,7 @@ class GenTestServer:
         return self.url + "/v1"
 
     def start(self) -> GenTestServer:
-        """Listen (again, on the same port after :meth:`stop`)."""
+        """Listen (again, on the same port after `stop`)."""
         if self._httpd is not None:
             return self
         handler = type("Handler", (_Handler,), {"server_ref": self})

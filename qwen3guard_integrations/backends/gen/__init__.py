@@ -1,4 +1,4 @@
-"""Gen on a local ``transformers`` model: prompt encoding (:mod:`.prompt`) and the batched model (:mod:`.local`).
+"""Gen on a local ``transformers`` model: prompt encoding (`prompt`) and the batched model (`local`).
 
 Submodules import torch and transformers on first use; importing this package is free.
 """

@@ -146,7 +146,7 @@ class TransformersGenBackend:
     async def acheck_batch(
         self, conversations: Sequence[Sequence[Message]], *, fast: bool = True
     ) -> list[Verdict | Exception]:
-        """:meth:`check_batch` in a worker thread."""
+        """`check_batch` in a worker thread."""
         return await asyncio.to_thread(self.check_batch, conversations, fast=fast)
 
     def health(self) -> BackendHealth:
@@ -155,7 +155,7 @@ class TransformersGenBackend:
         return BackendHealth(True, self.name, None, info=info)
 
     async def ahealth(self) -> BackendHealth:
-        """Async twin of :meth:`health`."""
+        """Async twin of `health`."""
         return self.health()
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ class GenPromptEncoder:
 
     The conversation is rendered with the checkpoint's chat template around placeholder
     strings; the template's own text is tokenized normally (so its control tokens are real),
-    and each message's content is tokenized as plain text (:func:`plain_token_ids`), so that
+    and each message's content is tokenized as plain text (`plain_token_ids`), so that
     ``<|im_end|>``, ``<think>`` or a fake ``Safety: Safe`` inside a message stay ordinary text.
     """
 

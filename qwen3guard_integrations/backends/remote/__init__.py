@@ -1,6 +1,6 @@
-"""Gen behind a serving endpoint: the shared engine (:mod:`.engine`), HTTP lines (:mod:`.http`),
-wire formats (:mod:`.protocol`), client-side rendering (:mod:`.render`), TGI (:mod:`.tgi`) and
-OpenAI-compatible servers (:mod:`.openai`). Nothing here imports torch.
+"""Gen behind a serving endpoint: the shared engine (`engine`), HTTP lines (`http`),
+wire formats (`protocol`), client-side rendering (`render`), TGI (`tgi`) and
+OpenAI-compatible servers (`openai`). Nothing here imports torch.
 """
 
 __all__: list[str] = []

@@ -1,15 +1,15 @@
 """The engine shared by the serving backends (TGI, OpenAI-compatible).
 
-A :class:`RemoteGenBackend` encodes conversations on the client with the guard's tokenizer
-(:class:`~.gen_prompt.GenPromptEncoder`: the same control-token safety and windowing as the local
+A `RemoteGenBackend` encodes conversations on the client with the guard's tokenizer
+(`GenPromptEncoder`: the same control-token safety and windowing as the local
 backend), sends one request per window, concurrently and bounded, retries 429 / 503 answers with
-backoff, and assembles the verdicts with :func:`~.gen_verdicts.verdict_from_answers`. Subclasses
+backoff, and assembles the verdicts with `verdict_from_answers`. Subclasses
 write only the request itself, once sync and once async.
 
-Every failure ends as a typed error for its item: :class:`BackendConnectionError`,
-:class:`BackendTimeoutError`, :class:`BackendHTTPError` (status, the server's ``error`` /
-``error_type``), :class:`BackendProtocolError` (a 2xx answer that is not the protocol) or
-:class:`VerdictParseError` (an answer that is not a verdict). The guard turns them into a raised
+Every failure ends as a typed error for its item: `BackendConnectionError`,
+`BackendTimeoutError`, `BackendHTTPError` (status, the server's ``error`` /
+``error_type``), `BackendProtocolError` (a 2xx answer that is not the protocol) or
+`VerdictParseError` (an answer that is not a verdict). The guard turns them into a raised
 error (fail-closed) or a ``degraded`` verdict (fail-open).
 """
 
@@ -49,8 +49,8 @@ class RemoteGenBackend:
     """Base of the serving backends; see the module docstring.
 
     Subclasses set ``name``, an ``httpx.Client`` as ``_http`` (and ``"http"``, an
-    ``httpx.AsyncClient``, in their per-loop state), and implement :meth:`_send` and
-    :meth:`_asend` (one request for one window, raising :class:`BackendHTTPError` with
+    ``httpx.AsyncClient``, in their per-loop state), and implement `_send` and
+    `_asend` (one request for one window, raising `BackendHTTPError` with
     ``retry_headers`` for error statuses) and the two health hooks.
     """
 
@@ -106,7 +106,7 @@ class RemoteGenBackend:
         raise NotImplementedError
 
     async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
-        """Async twin of :meth:`_send`."""
+        """Async twin of `_send`."""
         raise NotImplementedError
 
     def _health_routes(self) -> tuple[str, str]:
@@ -142,7 +142,7 @@ class RemoteGenBackend:
     async def acheck_batch(
         self, conversations: Sequence[Sequence[Message]], *, fast: bool = True
     ) -> list[Verdict | Exception]:
-        """Async twin of :meth:`check_batch` (native async I/O, bounded concurrency)."""
+        """Async twin of `check_batch` (native async I/O, bounded concurrency)."""
         start = time.perf_counter()
         prompts, flat = self._encode_all(conversations)
         state = self._state_for_loop()
@@ -194,7 +194,7 @@ class RemoteGenBackend:
         return self._health_from(res.status, data, start)
 
     async def ahealth(self) -> BackendHealth:
-        """Async twin of :meth:`health`."""
+        """Async twin of `health`."""
         start = time.perf_counter()
         health_url, info_url = self._health_routes()
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
@@ -290,7 +290,7 @@ class RemoteGenBackend:
         return GenAnswer(self._with_retries(self._send, *forced).text, answer.scores)
 
     async def _awindow(self, window: Sequence[int], fast: bool, state: dict[str, Any]) -> GenAnswer:
-        """Async twin of :meth:`_window`."""
+        """Async twin of `_window`."""
         ids, head = self.renderer.ids(window, fast=fast), self._head(fast)
         answer = await self._awith_retries(lambda: self._asend(ids, head, state))
         forced = self._forced(ids, head, answer)

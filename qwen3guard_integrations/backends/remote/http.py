@@ -21,12 +21,12 @@ class HttpResult:
         self.body = body
 
     def json(self, *, backend: str, endpoint: str) -> Any:
-        """The body as JSON, or :class:`BackendProtocolError`."""
+        """The body as JSON, or `BackendProtocolError`."""
         return parse_json(self.body, backend=backend, endpoint=endpoint)
 
 
 def parse_json(body: bytes, *, backend: str, endpoint: str) -> Any:
-    """Parse a 2xx body; a body that is not JSON is a :class:`BackendProtocolError`."""
+    """Parse a 2xx body; a body that is not JSON is a `BackendProtocolError`."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):

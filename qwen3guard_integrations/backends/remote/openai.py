@@ -3,7 +3,7 @@
 The prompt is rendered on the client and sent as token ids by default (``prompt: [ids]``, which
 vLLM and SGLang accept), so the server sees exactly the ids the local backend would run; with
 ``prompt_as="text"`` it is sent as server-safe text instead. Greedy (``temperature: 0``); level
-scores from ``logprobs``. :meth:`OpenAIGenBackend.health` reads ``/health`` and ``/v1/models``.
+scores from ``logprobs``. `OpenAIGenBackend.health` reads ``/health`` and ``/v1/models``.
 """
 
 from __future__ import annotations

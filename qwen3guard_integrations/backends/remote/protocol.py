@@ -1,8 +1,8 @@
 """The wire formats of the serving backends, as pure functions (no I/O).
 
 Request bodies for TGI ``/generate`` and OpenAI-compatible ``/v1/completions``; their answers
-turned into :class:`~.gen_verdicts.GenAnswer` (text plus level scores from the token
-log-probabilities); server error bodies turned into typed :class:`BackendError` s; and the retry
+turned into `GenAnswer` (text plus level scores from the token
+log-probabilities); server error bodies turned into typed `BackendError` s; and the retry
 delay for 429 / 503 answers (``Retry-After`` honoured, bounded). The sync and async clients share
 all of it and differ only in the line that does the I/O.
 """
@@ -117,7 +117,7 @@ def tgi_body(prompt: str, *, max_new_tokens: int, top_n_tokens: int) -> dict[str
 
 
 def tgi_answer(data: Any, *, head: str, labels: LabelTokens) -> GenAnswer:
-    """A ``/generate`` answer (parsed JSON) as a :class:`GenAnswer`.
+    """A ``/generate`` answer (parsed JSON) as a `GenAnswer`.
 
     ``head`` is the answer text already in the prompt (``"Safety:"`` in fast mode, else ``""``).
     Level scores come from ``details.top_tokens`` at the token right after ``Safety:``.
@@ -168,7 +168,7 @@ def openai_body(
 
 
 def openai_answer(data: Any, *, head: str, labels: LabelTokens) -> GenAnswer:
-    """A ``/v1/completions`` answer as a :class:`GenAnswer` (scores from ``top_logprobs``)."""
+    """A ``/v1/completions`` answer as a `GenAnswer` (scores from ``top_logprobs``)."""
     try:
         choice = data["choices"][0]
         text = choice["text"]

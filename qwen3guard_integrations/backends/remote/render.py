@@ -1,10 +1,10 @@
 """Client-side rendering for servers that tokenize the prompt themselves.
 
-The prompt is built as ids by :class:`~.gen_prompt.GenPromptEncoder` (message text as plain text,
+The prompt is built as ids by `GenPromptEncoder` (message text as plain text,
 the template's control tokens real), then sent either as those ids (OpenAI-compatible servers take
 ``prompt: [ids]``) or, for text-only routes such as TGI ``/generate``, as text. A server tokenizes
 text *with* added-token matching, so a ``<|im_end|>`` or ``<think>`` typed inside a message would
-become a real control token there. :class:`PromptRenderer` therefore breaks every added-token
+become a real control token there. `PromptRenderer` therefore breaks every added-token
 string inside message text with an invisible U+2060 WORD JOINER, and then proves the result safe:
 the text, tokenized the way the server will, must contain exactly the control tokens of the
 intended ids, in order. Ordinary text renders to exactly the intended ids.

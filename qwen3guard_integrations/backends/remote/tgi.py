@@ -4,7 +4,7 @@ The prompt is rendered on the client (TGI's chat route would cut a response chec
 and sent to ``/generate`` with explicit greedy parameters via ``InferenceClient`` /
 ``AsyncInferenceClient``; level scores come from the ``top_n_tokens`` details. ``/info`` gives the
 input limit and ``max_client_batch_size`` (which bounds the concurrent requests);
-:meth:`TGIGenBackend.health` reads ``/health`` and ``/info``.
+`TGIGenBackend.health` reads ``/health`` and ``/info``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The Stream model: network (:mod:`.model`), strict loading (:mod:`.loading`), the cached forward
-(:mod:`.runtime`), the lean one-token step (:mod:`.lean`) and prompt encoding (:mod:`.prompt`).
+"""The Stream model: network (`model`), strict loading (`loading`), the cached forward
+(`runtime`), the lean one-token step (`lean`) and prompt encoding (`prompt`).
 
 Submodules import torch on first use; importing this package is free.
 """

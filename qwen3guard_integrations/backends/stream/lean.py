@@ -2,7 +2,7 @@
 
 Streams feed one token at a time, and at small and medium sizes the per-operation overhead of
 eager PyTorch (dispatch, module calls, the generic forward's mask building) costs more than the
-arithmetic. :class:`LeanStep` does exactly ``Qwen3Model``'s arithmetic for one token on the
+arithmetic. `LeanStep` does exactly ``Qwen3Model``'s arithmetic for one token on the
 session's own KV cache (so the generic multi-token forward can continue from it), with:
 
 * the q/k/v projections fused into one matmul, and gate/up into another. The fused weight is one
@@ -104,7 +104,7 @@ class LeanStep:
         return both[..., : self._n_risk], both[..., self._n_risk :]
 
     def _cos_sin(self, pos: int, h: Any) -> tuple[Any, Any]:
-        """cos and the signed sin for ``pos`` (see :meth:`_signed`), ``[1, 1, head_dim]``."""
+        """cos and the signed sin for ``pos`` (see `_signed`), ``[1, 1, head_dim]``."""
         torch = self.torch
         rotary = self.backbone.rotary_emb
         if not self._table_default:

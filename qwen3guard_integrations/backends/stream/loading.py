@@ -1,10 +1,10 @@
-"""Load an official Qwen3Guard-Stream checkpoint into :class:`Qwen3GuardStreamModel`.
+"""Load an official Qwen3Guard-Stream checkpoint into `Qwen3GuardStreamModel`.
 
 No remote code runs: the config is read as a plain Qwen3 config (its extra keys kept), the weights
 are read with safetensors (single file or sharded with ``model.safetensors.index.json``) and must
 match the network's names exactly: the backbone under ``model.``, the eight head weights at top
 level, and ``lm_head.weight`` (unused) tolerated. Any other missing or unexpected key is a
-:class:`CheckpointError`.
+`CheckpointError`.
 """
 
 from __future__ import annotations

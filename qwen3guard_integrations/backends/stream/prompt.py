@@ -4,9 +4,9 @@ plain.
 Rendering the template to text and tokenizing that text whole would turn a ``<|im_end|>`` or
 ``<|im_start|>`` typed inside a message into real control tokens: the user could close their own
 turn and open another one, and the prompt verdict (read at the last ``<|im_end|>``) would judge
-the text the attacker chose. So, as for Gen (:mod:`.gen_prompt`), the template is rendered around
+the text the attacker chose. So, as for Gen (`gen_prompt`), the template is rendered around
 placeholder strings, its own text is tokenized normally and each message's content is tokenized
-as plain text (:func:`~.tokens.plain_token_ids`). For ordinary text the ids equal those of the
+as plain text (`plain_token_ids`). For ordinary text the ids equal those of the
 whole rendered text.
 """
 

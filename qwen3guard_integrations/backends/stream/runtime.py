@@ -1,7 +1,7 @@
 """The cached forward of the Stream model, and the per-token results it produces.
 
-:class:`StreamRunner` runs only *new* token ids through the backbone, reusing a per-session KV
-cache (O(1) model work per token), and turns head logits into :class:`TokenResult` rows. It holds
+`StreamRunner` runs only *new* token ids through the backbone, reusing a per-session KV
+cache (O(1) model work per token), and turns head logits into `TokenResult` rows. It holds
 no per-session state and is safe to call from several threads at once (each call runs under
 ``torch.inference_mode()``, a stricter ``no_grad``, and touches only the cache it is given).
 """
@@ -153,12 +153,12 @@ class StreamRunner:
         )
 
     def response_rows(self, logits: tuple[Any, Any, Any, Any]) -> HeadRows:
-        """The response head's rows of a :meth:`forward` result."""
+        """The response head's rows of a `forward` result."""
         lab = self.loaded.labels
         return self.rows(logits[0], logits[1], lab.risk, lab.category)
 
     def query_rows(self, logits: tuple[Any, Any, Any, Any]) -> HeadRows:
-        """The query (prompt) head's rows of a :meth:`forward` result."""
+        """The query (prompt) head's rows of a `forward` result."""
         lab = self.loaded.labels
         return self.rows(logits[2], logits[3], lab.query_risk, lab.query_category)
 

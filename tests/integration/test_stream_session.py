@@ -9,7 +9,6 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from contract_cases import RESPONSE_CARRIERS, RESPONSE_PHRASES, SAFE_RESPONSES
 from test_behaviour_contract import _assert_rules, _prompt_cases
 
 from qwen3guard_integrations import (
@@ -22,6 +21,7 @@ from qwen3guard_integrations import (
 )
 from qwen3guard_integrations.core.labels import Category
 from qwen3guard_integrations.testing.contract import expected_prompt, expected_stream_levels
+from tests.support.contract_cases import RESPONSE_CARRIERS, RESPONSE_PHRASES, SAFE_RESPONSES
 
 torch = pytest.importorskip("torch")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from contract_cases import RESPONSE_CARRIERS, SAFE_RESPONSES
 
 from qwen3guard_integrations import Level, Qwen3StreamGuard
 from qwen3guard_integrations.guards.holdback import HoldBack
+from tests.support.contract_cases import RESPONSE_CARRIERS, SAFE_RESPONSES
 
 pytest.importorskip("torch")
 

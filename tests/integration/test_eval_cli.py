@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("tqdm")
 pytest.importorskip("matplotlib")
 
-from eval_cases import CASES, EXPECTED, write_cases
+from tests.support.eval_cases import CASES, EXPECTED, write_cases
 
 
 def _eval(*args: str) -> subprocess.CompletedProcess[str]:

@@ -20,17 +20,6 @@ from llama_index.core.base.response.schema import (
     Response,
     StreamingResponse,
 )
-from llama_index_support import (
-    SAFE_ANSWER,
-    SAFE_QUERY,
-    UNSAFE_ANSWER,
-    UNSAFE_QUERY,
-    Collector,
-    ScriptedLLM,
-    attach_collector,
-    build_index,
-    detach,
-)
 
 import qwen3guard_integrations.llama_index as li
 from qwen3guard_integrations import (
@@ -48,6 +37,17 @@ from qwen3guard_integrations.llama_index import (
     METADATA_KEY,
     GuardedQueryEngine,
     Qwen3GuardNodePostprocessor,
+)
+from tests.support.llama_index_support import (
+    SAFE_ANSWER,
+    SAFE_QUERY,
+    UNSAFE_ANSWER,
+    UNSAFE_QUERY,
+    Collector,
+    ScriptedLLM,
+    attach_collector,
+    build_index,
+    detach,
 )
 
 TRIGGER = "hotwire"

@@ -12,7 +12,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_four_notebooks() -> None:
@@ -29,7 +29,7 @@ def test_notebook_runs(path: Path, tiny, monkeypatch) -> None:  # type: ignore[n
     # one thread, and the package from this checkout
     monkeypatch.delenv("QWEN3GUARD_REAL_MODELS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    root = str(path.parents[1])
+    root = str(path.parents[2])
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     )

@@ -11,14 +11,6 @@ import itertools
 from collections import defaultdict
 
 import pytest
-from contract_cases import (
-    PROMPT_CARRIERS,
-    PROMPT_PHRASES,
-    RESPONSE_CARRIERS,
-    RESPONSE_PHRASES,
-    SAFE_PROMPTS,
-    SAFE_RESPONSES,
-)
 
 from qwen3guard_integrations.core import Level, parse_gen_output
 from qwen3guard_integrations.core.labels import (
@@ -30,6 +22,14 @@ from qwen3guard_integrations.testing.contract import (
     expected_prompt,
     expected_response,
     expected_stream_levels,
+)
+from tests.support.contract_cases import (
+    PROMPT_CARRIERS,
+    PROMPT_PHRASES,
+    RESPONSE_CARRIERS,
+    RESPONSE_PHRASES,
+    SAFE_PROMPTS,
+    SAFE_RESPONSES,
 )
 
 torch = pytest.importorskip("torch")

@@ -13,12 +13,12 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from contract_cases import RESPONSE_CARRIERS
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 
 from qwen3guard_integrations import Level, Qwen3StreamGuard, UnsafeContentError
 from qwen3guard_integrations.guards.holdback import HoldBack
 from qwen3guard_integrations.langchain import Qwen3GuardStreamCallback, StreamGuard
+from tests.support.contract_cases import RESPONSE_CARRIERS
 
 SAFE_A = "Sure, here is a simple recipe: layer pasta, vegetables and cheese, then bake it."
 TRIGGERS = ["build a bomb", "hotwire the car", "kill myself"]

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from reliability_corpus import CASES, Case, padded
 
 from qwen3guard_integrations import InvalidInputError, Level, Policy, Qwen3Guard, Qwen3StreamGuard
 from qwen3guard_integrations.core.messages import Message, normalize_messages
 from qwen3guard_integrations.testing import GenTestServer
+from tests.support.reliability_corpus import CASES, Case, padded
 
 pytest.importorskip("torch")
 pytest.importorskip("huggingface_hub")

@@ -7,14 +7,6 @@ import concurrent.futures
 from collections import defaultdict
 
 import pytest
-from contract_cases import (
-    PROMPT_CARRIERS,
-    PROMPT_PHRASES,
-    RESPONSE_CARRIERS,
-    RESPONSE_PHRASES,
-    SAFE_PROMPTS,
-    SAFE_RESPONSES,
-)
 from test_behaviour_contract import _assert_rules
 
 from qwen3guard_integrations import (
@@ -29,6 +21,14 @@ from qwen3guard_integrations import (
     VerdictParseError,
 )
 from qwen3guard_integrations.testing.contract import expected_prompt, expected_response
+from tests.support.contract_cases import (
+    PROMPT_CARRIERS,
+    PROMPT_PHRASES,
+    RESPONSE_CARRIERS,
+    RESPONSE_PHRASES,
+    SAFE_PROMPTS,
+    SAFE_RESPONSES,
+)
 
 pytest.importorskip("transformers")
 

@@ -10,7 +10,14 @@ pytest.importorskip("llama_index.core")
 pytest.importorskip("transformers")
 
 from llama_index.core.schema import MetadataMode
-from llama_index_support import (
+
+from qwen3guard_integrations import Category, Level, Qwen3Guard, UnsafeContentError
+from qwen3guard_integrations.llama_index import (
+    METADATA_KEY,
+    Qwen3GuardNodePostprocessor,
+    Qwen3GuardVerdictEvent,
+)
+from tests.support.llama_index_support import (
     INJECTED_DOC,
     SAFE_ANSWER,
     SAFE_DOCS,
@@ -22,13 +29,6 @@ from llama_index_support import (
     attach_collector,
     build_index,
     detach,
-)
-
-from qwen3guard_integrations import Category, Level, Qwen3Guard, UnsafeContentError
-from qwen3guard_integrations.llama_index import (
-    METADATA_KEY,
-    Qwen3GuardNodePostprocessor,
-    Qwen3GuardVerdictEvent,
 )
 
 

@@ -1,0 +1,1 @@
+"""Test package (so helpers import as ``tests.support``)."""

@@ -1,0 +1,1 @@
+"""Shared test data and helpers: contract sentences, eval cases, LlamaIndex fixtures, the injection corpus."""
