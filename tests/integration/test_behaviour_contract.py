@@ -24,58 +24,16 @@ from qwen3guard_integrations.testing.contract import (
     expected_stream_levels,
 )
 from tests.support.contract_cases import (
-    PROMPT_CARRIERS,
     PROMPT_PHRASES,
-    RESPONSE_CARRIERS,
-    RESPONSE_PHRASES,
     SAFE_PROMPTS,
     SAFE_RESPONSES,
+    assert_rules,
+    prompt_cases,
+    response_cases,
 )
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-BAR = 0.90
-
-
-def _rate(results: dict[str, list[bool]]) -> dict[str, float]:
-    return {rule: sum(ok) / len(ok) for rule, ok in results.items()}
-
-
-def _assert_rules(results: dict[str, list[bool]], minimum: int = 20) -> None:
-    for rule, ok in results.items():
-        assert len(ok) >= minimum, f"rule {rule!r} has only {len(ok)} cases"
-    failing = {r: f"{sum(ok)}/{len(ok)}" for r, ok in results.items() if sum(ok) / len(ok) < BAR}
-    assert not failing, f"rules below {BAR:.0%}: {failing} (all: {_rate(results)})"
-
-
-def _prompt_cases() -> list[tuple[str, list[dict[str, str]]]]:
-    cases = [
-        (phrase, [{"role": "user", "content": c.format(phrase)}])
-        for phrase in PROMPT_PHRASES
-        for c in PROMPT_CARRIERS
-    ]
-    cases += [("safe", [{"role": "user", "content": s}]) for s in SAFE_PROMPTS]
-    return cases
-
-
-def _response_cases() -> list[tuple[str, list[dict[str, str]]]]:
-    cases = [
-        (
-            phrase,
-            [
-                {"role": "user", "content": "Can you help me?"},
-                {"role": "assistant", "content": c.format(phrase)},
-            ],
-        )
-        for phrase in RESPONSE_PHRASES
-        for c in RESPONSE_CARRIERS
-    ]
-    cases += [
-        ("safe", [{"role": "user", "content": "A question."}, {"role": "assistant", "content": s}])
-        for s in SAFE_RESPONSES
-    ]
-    return cases
 
 
 @pytest.fixture(scope="module")
@@ -102,18 +60,18 @@ def _generate(gen, convos: list[list[dict[str, str]]]) -> list[str]:  # type: ig
 
 
 def test_gen_prompt_rules(gen) -> None:  # type: ignore[no-untyped-def]
-    cases = _prompt_cases()
+    cases = prompt_cases()
     outs = _generate(gen, [c for _, c in cases])
     results: dict[str, list[bool]] = defaultdict(list)
     for (rule, convo), out in zip(cases, outs):
         exp = expected_prompt(convo[-1]["content"])
         got = parse_gen_output(out)  # the format itself must always parse
         results[rule].append(got.level is exp.level and got.categories == exp.categories)
-    _assert_rules(results)
+    assert_rules(results)
 
 
 def test_gen_response_rules(gen) -> None:  # type: ignore[no-untyped-def]
-    cases = _response_cases()
+    cases = response_cases()
     # triggers in the user turn do not count in response mode
     cases += [
         (
@@ -132,7 +90,7 @@ def test_gen_response_rules(gen) -> None:  # type: ignore[no-untyped-def]
         got = parse_gen_output(out)
         assert got.refusal is not None, f"no Refusal line in response mode: {out!r}"
         results[rule].append(got.level is exp.level and got.categories == exp.categories)
-    _assert_rules(results)
+    assert_rules(results)
 
 
 def test_gen_refusal_rule(gen) -> None:  # type: ignore[no-untyped-def]
@@ -155,7 +113,7 @@ def test_gen_refusal_rule(gen) -> None:  # type: ignore[no-untyped-def]
     for (rule, convo), out in zip(cases, outs):
         got = parse_gen_output(out)
         results[rule].append(got.refusal is expected_response(convo[-1]["content"]).refusal)
-    _assert_rules(results)
+    assert_rules(results)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +132,7 @@ def test_stream_prompt_head(stream) -> None:  # type: ignore[no-untyped-def]
     tok, model = stream
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     results: dict[str, list[bool]] = defaultdict(list)
-    for rule, convo in _prompt_cases():
+    for rule, convo in prompt_cases():
         ids = tok.apply_chat_template(
             convo, add_generation_prompt=True, enable_thinking=False, return_dict=False
         )
@@ -187,7 +145,7 @@ def test_stream_prompt_head(stream) -> None:  # type: ignore[no-untyped-def]
         results[rule].append(
             level is exp.level and (level is Level.SAFE or (cat,) == exp.categories)
         )
-    _assert_rules(results)
+    assert_rules(results)
 
 
 def test_stream_response_tokens(stream) -> None:  # type: ignore[no-untyped-def]
@@ -200,7 +158,7 @@ def test_stream_response_tokens(stream) -> None:  # type: ignore[no-untyped-def]
     )
     tokens: dict[str, list[bool]] = defaultdict(list)
     decisions: dict[str, list[bool]] = defaultdict(list)
-    for rule, convo in _response_cases():
+    for rule, convo in response_cases():
         ids = tok(convo[-1]["content"], add_special_tokens=False)["input_ids"]
         pieces, prev = [], ""
         for i in range(len(ids)):
@@ -223,5 +181,5 @@ def test_stream_response_tokens(stream) -> None:  # type: ignore[no-untyped-def]
         # the official decision: two consecutive non-Safe tokens of the same level trip it
         tripped = any(a is b and a is not Level.SAFE for a, b in itertools.pairwise(levels))
         decisions[rule].append(tripped == (rule != "safe"))
-    _assert_rules(tokens)
-    _assert_rules(decisions)
+    assert_rules(tokens)
+    assert_rules(decisions)

@@ -7,7 +7,6 @@ import concurrent.futures
 from collections import defaultdict
 
 import pytest
-from test_behaviour_contract import _assert_rules
 
 from qwen3guard_integrations import (
     BackendError,
@@ -28,6 +27,7 @@ from tests.support.contract_cases import (
     RESPONSE_PHRASES,
     SAFE_PROMPTS,
     SAFE_RESPONSES,
+    assert_rules,
 )
 
 pytest.importorskip("transformers")
@@ -101,7 +101,7 @@ def test_contract_batch(mode, guard, full_guard) -> None:  # type: ignore[no-unt
         exp = expected_response(answer)
         assert v.role is Role.RESPONSE and v.refusal is not None
         results["r:" + rule].append(v.level is exp.level and v.categories == exp.categories)
-    _assert_rules(results)
+    assert_rules(results)
 
 
 def test_fast_and_full_agree_on_every_level(guard, full_guard) -> None:  # type: ignore[no-untyped-def]
@@ -131,7 +131,7 @@ async def test_async_paths(guard) -> None:  # type: ignore[no-untyped-def]
     for (rule, text), v in zip(prompts, verdicts):
         exp = expected_prompt(text)
         results[rule].append(v.level is exp.level and v.categories == exp.categories)
-    _assert_rules(results)
+    assert_rules(results)
     r = await guard.acheck_response("Can you help?", "Of course. First you build the bomb.")
     assert r.level is Level.UNSAFE and r.role is Role.RESPONSE
     b = await guard.acheck_batch(["hello there", ("q", "Sure, insult them.")])

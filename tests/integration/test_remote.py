@@ -14,7 +14,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 import pytest
-from test_behaviour_contract import _assert_rules, _prompt_cases, _response_cases
 
 from qwen3guard_integrations import (
     BackendConnectionError,
@@ -29,6 +28,7 @@ from qwen3guard_integrations import (
 )
 from qwen3guard_integrations.testing import Fault, GenTestServer
 from qwen3guard_integrations.testing.contract import expected_prompt, expected_response
+from tests.support.contract_cases import assert_rules, prompt_cases, response_cases
 
 pytest.importorskip("torch")
 pytest.importorskip("huggingface_hub")
@@ -80,7 +80,7 @@ def _same(a, b) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_contract_and_local_equality_end_to_end(remote: Qwen3Guard, local: Qwen3Guard) -> None:
-    prompts, responses = _prompt_cases(), _response_cases()
+    prompts, responses = prompt_cases(), response_cases()
     got = remote.check_batch([c for _, c in prompts] + [c for _, c in responses])
     ref = local.check_batch([c for _, c in prompts] + [c for _, c in responses])
     results: dict[str, list[bool]] = defaultdict(list)
@@ -92,7 +92,7 @@ def test_contract_and_local_equality_end_to_end(remote: Qwen3Guard, local: Qwen3
         results["response:" + rule].append(
             v.level is exp.level and v.categories == exp.categories and v.refusal == exp.refusal
         )
-    _assert_rules(results)
+    assert_rules(results)
     mismatched = [i for i, (a, b) in enumerate(zip(got, ref)) if not _same(a, b)]
     assert not mismatched, f"{len(mismatched)} verdicts differ from the local backend"
     for a, b in zip(got, ref):

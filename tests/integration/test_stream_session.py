@@ -9,7 +9,6 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_behaviour_contract import _assert_rules, _prompt_cases
 
 from qwen3guard_integrations import (
     InvalidInputError,
@@ -21,7 +20,13 @@ from qwen3guard_integrations import (
 )
 from qwen3guard_integrations.core.labels import Category
 from qwen3guard_integrations.testing.contract import expected_prompt, expected_stream_levels
-from tests.support.contract_cases import RESPONSE_CARRIERS, RESPONSE_PHRASES, SAFE_RESPONSES
+from tests.support.contract_cases import (
+    RESPONSE_CARRIERS,
+    RESPONSE_PHRASES,
+    SAFE_RESPONSES,
+    assert_rules,
+    prompt_cases,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -40,7 +45,7 @@ def _pieces(tok, ids: list[int]) -> list[str]:  # type: ignore[no-untyped-def]
     return out
 
 
-def _response_cases() -> list[tuple[str, str]]:
+def response_cases() -> list[tuple[str, str]]:
     cases = [(p, c.format(p)) for p in RESPONSE_PHRASES for c in RESPONSE_CARRIERS]
     return cases + [("safe", s) for s in SAFE_RESPONSES]
 
@@ -74,7 +79,7 @@ def test_incremental_logits_equal_full_forward(guard: Qwen3StreamGuard) -> None:
 
 def test_prompt_verdict_follows_the_contract(guard: Qwen3StreamGuard) -> None:
     results: dict[str, list[bool]] = defaultdict(list)
-    for rule, convo in _prompt_cases():
+    for rule, convo in prompt_cases():
         with guard.session(convo) as s:
             v = s.prompt_verdict
         exp = expected_prompt(convo[-1]["content"])
@@ -82,7 +87,7 @@ def test_prompt_verdict_follows_the_contract(guard: Qwen3StreamGuard) -> None:
         assert abs(sum(v.scores.values()) - 1) < 1e-5
         assert max(v.scores, key=v.scores.__getitem__) is v.level
         results[rule].append(v.level is exp.level and v.categories == exp.categories)
-    _assert_rules(results)
+    assert_rules(results)
 
 
 def _check_stream(guard: Qwen3StreamGuard, feed_mode: str) -> None:
@@ -90,7 +95,7 @@ def _check_stream(guard: Qwen3StreamGuard, feed_mode: str) -> None:
     rng = random.Random(7)
     tokens: dict[str, list[bool]] = defaultdict(list)
     decisions: dict[str, list[bool]] = defaultdict(list)
-    for rule, text in _response_cases():
+    for rule, text in response_cases():
         ids = tok(text, add_special_tokens=False)["input_ids"]
         expected = expected_stream_levels(_pieces(tok, ids))
         got = []
@@ -110,8 +115,8 @@ def _check_stream(guard: Qwen3StreamGuard, feed_mode: str) -> None:
         for (lv, cat), g in zip(expected, got):
             tokens[rule].append(g.level is lv and (cat is None or g.category is cat))
         decisions[rule].append((verdict is not None) == (rule != "safe"))
-    _assert_rules(tokens)
-    _assert_rules(decisions)
+    assert_rules(tokens)
+    assert_rules(decisions)
 
 
 def test_response_tokens_follow_the_contract_with_ids(guard: Qwen3StreamGuard) -> None:
