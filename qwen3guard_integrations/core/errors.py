@@ -14,6 +14,7 @@ __all__ = [
     "BackendProtocolError",
     "BackendTimeoutError",
     "CheckpointError",
+    "ConfigurationError",
     "InvalidInputError",
     "MissingDependencyError",
     "ModelLoadError",
@@ -44,6 +45,15 @@ class UnsafeContentError(Qwen3GuardError):
 
 class InvalidInputError(Qwen3GuardError, ValueError):
     """The input cannot be checked as given (empty, wrong type, bad roles, invalid text)."""
+
+
+class ConfigurationError(InvalidInputError):
+    """An option or argument given when building a guard or adapter is not valid.
+
+    Raised at construction, never mid-run: an unknown action name, a wrong object where a guard
+    is expected, a device that is not there. It is a `ValueError`, and an `InvalidInputError`
+    so that code written against earlier releases (which raised that) keeps catching it.
+    """
 
 
 class SessionClosedError(InvalidInputError):

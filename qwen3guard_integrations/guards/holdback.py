@@ -17,13 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
+from ..core.errors import ConfigurationError
+from ..core.messages import MessagesInput
 from ..core.verdict import Verdict
-from .session import StreamSession, StreamUpdate
+from .session import AsyncStreamSession, StreamSession, StreamUpdate
 
-__all__ = ["HoldBack", "Release"]
+if TYPE_CHECKING:
+    from .gen import Qwen3Guard
+
+__all__ = ["HoldBack", "Piece", "Release", "abuffer_and_check", "buffer_and_check"]
+
+#: What a stream piece can be: text, one Qwen3 id, or several.
+Piece = str | int | Sequence[int]
+#: How an adapter reads the piece to moderate out of one of its stream items (None: no text).
+TextOf = Callable[[Any], Piece | None]
 
 _PARTIAL = "\ufffd"  # what a decoder yields for a character cut in half
 
@@ -38,23 +49,36 @@ class Release:
         verdict: the response verdict of the most severe trip so far (None while Safe).
         update: the session's update for this piece (None when the piece was not fed because the
             stream was already blocked).
+        done: True on the last release of `HoldBack.run` (a block, or the end of the stream).
+        item: from `HoldBack.run`: the stream item this release answers (an item without text
+            comes through with ``text=""`` so the adapter can pass it on).
     """
 
     text: str
     blocked: bool
     verdict: Verdict | None
     update: StreamUpdate | None
+    done: bool = False
+    item: Any = None
 
 
 class HoldBack:
     """Release only cleared text from ``session``; see the module docstring.
 
-    ``session`` is a started `StreamSession` (for an
-    ``AsyncStreamSession`` pass its ``.session``). Thread-safe; the async methods run the model
-    in a worker thread.
+    ``session`` is a started `StreamSession` or `AsyncStreamSession`; the async methods go
+    through the async session's own calls when given one. Thread-safe.
     """
 
-    def __init__(self, session: StreamSession) -> None:
+    def __init__(self, session: StreamSession | AsyncStreamSession) -> None:
+        self._asession: AsyncStreamSession | None = None
+        if isinstance(session, AsyncStreamSession):
+            self._asession = session
+            session = session.session
+        if not isinstance(session, StreamSession):
+            raise ConfigurationError(
+                "HoldBack needs a StreamSession or AsyncStreamSession (from "
+                f"Qwen3StreamGuard.session() / .asession()), got {type(session).__name__}"
+            )
         self.session = session
         self._lock = threading.Lock()
         self._released: list[str] = []
@@ -99,12 +123,73 @@ class HoldBack:
             return Release(self._release_upto(total, final=True), False, update.verdict, update)
 
     async def apush(self, piece: str | int | Sequence[int]) -> Release:
-        """`push` with the model call in a worker thread."""
-        return await asyncio.to_thread(self.push, piece)
+        """Async twin of `push`."""
+        if self._asession is None:
+            return await asyncio.to_thread(self.push, piece)
+        if self.session.blocked:
+            return Release("", True, self.session.verdict, None)
+        update = await self._asession.afeed(piece)
+        return self._after(update, self.session.settled_ids)
 
     async def afinish(self) -> Release:
-        """`finish` with the model call in a worker thread."""
-        return await asyncio.to_thread(self.finish)
+        """Async twin of `finish`."""
+        if self._asession is None:
+            return await asyncio.to_thread(self.finish)
+        if self.session.blocked:
+            return Release("", True, self.session.verdict, None)
+        update = await self._asession.afinish()
+        return self._after(update, len(self.session.response_ids), final=True)
+
+    def _after(self, update: StreamUpdate, stop: int, *, final: bool = False) -> Release:
+        if update.blocked:
+            return Release("", True, update.verdict, update)
+        with self._lock:
+            return Release(self._release_upto(stop, final=final), False, update.verdict, update)
+
+    # --- the loop every adapter runs -----------------------------------------------------------
+    def run(self, items: Iterable[Any], *, text_of: TextOf | None = None) -> Iterator[Release]:
+        """Moderate ``items`` (pieces, or stream items read with ``text_of``) and yield what is
+        released, as described in the module docstring.
+
+        Stops at the first block and closes ``items`` at once (its ``close()``), so an LLM's
+        generator stops generating; at the end of an unblocked stream the held-back tail is
+        moderated and released. The last release has ``done=True``.
+        """
+        read = text_of or _identity
+        try:
+            for item in items:
+                piece = read(item)
+                if piece is None or piece == "":
+                    yield Release("", self.blocked, self.verdict, None, item=item)
+                    continue
+                rel = replace(self.push(piece), item=item)
+                if rel.blocked:
+                    yield replace(rel, done=True)
+                    return
+                yield rel
+            yield replace(self.finish(), done=True)
+        finally:
+            _close(items)
+
+    async def arun(
+        self, items: AsyncIterable[Any], *, text_of: TextOf | None = None
+    ) -> AsyncIterator[Release]:
+        """Async twin of `run` (closes ``items`` with ``aclose()``)."""
+        read = text_of or _identity
+        try:
+            async for item in items:
+                piece = read(item)
+                if piece is None or piece == "":
+                    yield Release("", self.blocked, self.verdict, None, item=item)
+                    continue
+                rel = replace(await self.apush(piece), item=item)
+                if rel.blocked:
+                    yield replace(rel, done=True)
+                    return
+                yield rel
+            yield replace(await self.afinish(), done=True)
+        finally:
+            await _aclose(items)
 
     def _release_upto(self, stop: int, *, final: bool = False) -> str:
         """Release the text of response ids up to ``stop`` (cut at a character boundary)."""
@@ -117,3 +202,65 @@ class HoldBack:
                 return text
             stop -= 1  # the last token ends inside a character: wait for the next one
         return ""
+
+
+def _identity(item: Any) -> Any:
+    return item
+
+
+def _close(items: object) -> None:
+    close: Callable[[], object] | None = getattr(items, "close", None)
+    if callable(close):
+        close()
+
+
+async def _aclose(items: object) -> None:
+    aclose: Callable[[], Any] | None = getattr(items, "aclose", None)
+    if callable(aclose):
+        await aclose()
+
+
+# --- the same protocol for a plain Gen guard: buffer the answer, check it once ------------------
+def buffer_and_check(
+    guard: Qwen3Guard, prompt: MessagesInput, items: Iterable[Any], *, text_of: TextOf | None = None
+) -> Iterator[Release]:
+    """Buffer the whole answer, check it with ``guard`` (response mode, ``prompt`` as context)
+    and release it only when allowed: one `Release` with ``done=True`` and all the text (empty
+    when blocked). Items without text are passed on (``item``) before it, as `HoldBack.run`
+    does. An empty answer is not checked."""
+    read = text_of or _identity
+    texts: list[str] = []
+    for item in items:
+        piece = read(item)
+        if isinstance(piece, str) and piece:
+            texts.append(piece)
+        else:
+            yield Release("", False, None, None, item=item)
+    text = "".join(texts)
+    yield _checked(guard, text, guard.check_response(prompt, text) if text.strip() else None)
+
+
+async def abuffer_and_check(
+    guard: Qwen3Guard,
+    prompt: MessagesInput,
+    items: AsyncIterable[Any],
+    *,
+    text_of: TextOf | None = None,
+) -> AsyncIterator[Release]:
+    """Async twin of `buffer_and_check`."""
+    read = text_of or _identity
+    texts: list[str] = []
+    async for item in items:
+        piece = read(item)
+        if isinstance(piece, str) and piece:
+            texts.append(piece)
+        else:
+            yield Release("", False, None, None, item=item)
+    text = "".join(texts)
+    verdict = await guard.acheck_response(prompt, text) if text.strip() else None
+    yield _checked(guard, text, verdict)
+
+
+def _checked(guard: Qwen3Guard, text: str, verdict: Verdict | None) -> Release:
+    blocked = verdict is not None and guard.blocks(verdict)
+    return Release("" if blocked else text, blocked, verdict, None, done=True)

@@ -163,3 +163,61 @@ def test_a_flagged_run_cut_short_by_the_end_still_blocks(guard: Qwen3StreamGuard
             assert end.update is not None and end.update.tripped
             assert end.verdict is not None and end.verdict.level is Level.UNSAFE
     assert blocked >= 2
+
+
+# --- the one loop every adapter runs ----------------------------------------------------------
+def _source(pieces: list[str], pulled: list[str]):  # type: ignore[no-untyped-def]
+    for p in pieces:
+        pulled.append(p)
+        yield p
+
+
+def test_run_stops_at_the_block_and_closes_the_source(guard: Qwen3StreamGuard) -> None:
+    text = RESPONSE_CARRIERS[0].format("build a bomb") + " " + " ".join(["more"] * 60)
+    pieces = _split(text, random.Random(3))
+    pulled: list[str] = []
+    src = _source(pieces, pulled)
+    with guard.session("Help me.") as s:
+        rels = list(HoldBack(s).run(src))
+    assert rels[-1].done and rels[-1].blocked and rels[-1].verdict is not None
+    assert all(not r.done for r in rels[:-1])
+    released = "".join(r.text for r in rels)
+    assert "bomb" not in released and text.startswith(released)
+    assert len(pulled) < len(pieces) - 20  # not drained
+    assert src.gi_frame is None  # closed at once
+
+
+def test_run_releases_a_safe_answer_whole_and_passes_textless_items(
+    guard: Qwen3StreamGuard,
+) -> None:
+    text = SAFE_RESPONSES[0]
+    items: list[object] = [*_split(text, random.Random(1)), {"tool_call": "x"}]
+    with guard.session("Tell me something nice.") as s:
+        rels = list(HoldBack(s).run(items, text_of=lambda i: i if isinstance(i, str) else None))
+    assert "".join(r.text for r in rels) == text
+    assert rels[-1].done and not rels[-1].blocked
+    assert [r.item for r in rels if r.item is not None and not isinstance(r.item, str)] == [
+        {"tool_call": "x"}
+    ]
+
+
+async def test_arun_matches_run_with_an_async_session(guard: Qwen3StreamGuard) -> None:
+    text = RESPONSE_CARRIERS[1].format("build a bomb") + " and then some more words here."
+    pieces = _split(text, random.Random(5))
+
+    async def agen():  # type: ignore[no-untyped-def]
+        for p in pieces:
+            yield p
+
+    with guard.session("Help me.") as s:
+        sync = [(r.text, r.blocked, r.done) for r in HoldBack(s).run(iter(pieces))]
+    async with guard.asession("Help me.") as a:
+        got = [(r.text, r.blocked, r.done) async for r in HoldBack(a).arun(agen())]
+    assert got == sync
+
+
+def test_holdback_refuses_what_is_not_a_session() -> None:
+    from qwen3guard_integrations.core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="StreamSession"):
+        HoldBack(object())  # type: ignore[arg-type]
