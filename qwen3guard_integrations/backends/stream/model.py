@@ -42,7 +42,7 @@ class StreamModelOutput:
     past_key_values: Any = None
 
 
-class Qwen3GuardStreamModel(nn.Module):
+class Qwen3GuardStreamModel(nn.Module):  # type: ignore[misc,name-defined]
     """Backbone (``transformers`` ``Qwen3Model``) plus the response and query head paths."""
 
     def __init__(self, config: Any) -> None:
