@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .guards.gen import Qwen3Guard
     from .guards.stream import Qwen3StreamGuard
 
+#: The release version: written here only (pyproject.toml reads it, `importlib.metadata` agrees).
 __version__ = "0.1.0"
 
 #: Names served lazily (they need torch/transformers): name -> module.

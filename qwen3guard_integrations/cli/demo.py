@@ -150,7 +150,7 @@ def _agent_scene(guard: Any) -> list[Row]:
     class ScriptedToolModel(GenericFakeChatModel):
         """A scripted chat model that accepts tools, as a tool-calling model does."""
 
-        def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedToolModel:  # type: ignore[override]
+        def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedToolModel:
             return self
 
     ran: list[str] = []

@@ -9,11 +9,9 @@ per file).
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
+from ..backends.loading import hub_offline_reason
 from ..core.errors import ModelLoadError
 
 __all__ = ["TINY_HINT", "check_models", "hub_reachable", "missing_reason"]
@@ -25,27 +23,14 @@ TINY_HINT = (
 )
 
 
-def _offline_env() -> bool:
-    return any(
-        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
-        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
+def hub_reachable() -> bool:
+    """Whether the Hugging Face Hub (``$HF_ENDPOINT`` or huggingface.co) may be used now.
 
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub (``$HF_ENDPOINT`` or huggingface.co) accepts a connection."""
-    if _offline_env():
-        return False
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # behind a proxy a direct probe says nothing: let the Hub client try
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    False in offline mode (``HF_HUB_OFFLINE=1``) or when one TCP probe fails; True behind a proxy
+    (a direct probe says nothing there). The same probe the loaders use
+    (`hub_offline_reason`), so the CLI and ``from_pretrained`` agree.
+    """
+    return hub_offline_reason() is None
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -78,7 +63,7 @@ def missing_reason(model: str, *, hub_ok: bool | None = None) -> str | None:
         hub_ok = hub_reachable()
     if hub_ok:
         return None
-    why = "offline mode is on" if _offline_env() else "the Hugging Face Hub cannot be reached"
+    why = hub_offline_reason() or "the Hugging Face Hub cannot be reached"
     return f"{model} is not in the local Hugging Face cache and {why}"
 
 

@@ -1,7 +1,35 @@
-"""The exception tree. Every error this package raises on purpose is a `Qwen3GuardError`."""
+"""The exception tree. Every error this package raises on purpose is a `Qwen3GuardError`.
+
+```
+Qwen3GuardError
+├── UnsafeContentError              the policy blocked the content (.verdict)
+├── InvalidInputError (ValueError)  the input cannot be checked as given
+│   └── ConfigurationError          a bad option or argument, raised at construction
+├── SessionClosedError (RuntimeError)
+│                                   a guard, stream session or stream state used after close
+├── VerdictParseError (ValueError)  the model's answer breaks the verdict grammar (.raw)
+├── BackendError                    a backend failed to give a verdict (.status, .error,
+│   │                               .error_type, .backend, .retry_headers)
+│   ├── BackendConnectionError      the endpoint could not be reached
+│   ├── BackendTimeoutError (TimeoutError)
+│   │                               the endpoint did not answer in time
+│   ├── BackendHTTPError            the endpoint answered with an error status
+│   └── BackendProtocolError        a 2xx answer whose body breaks the protocol
+├── ModelLoadError (OSError)        a model or tokenizer could not be found or loaded
+│   └── CheckpointError             a checkpoint is missing or not in the expected format (.path)
+└── MissingDependencyError (ImportError)
+                                    an optional extra is not installed (.module, .extra)
+```
+
+What to catch: `UnsafeContentError` for "blocked"; `InvalidInputError` for "my input or
+options were wrong" (fix the call, retrying will not help); `BackendError` for "the model could
+not answer" (retry, or choose `Policy(on_error="fail_open")`); `Qwen3GuardError` for all of them.
+Every error pickles with its fields (they cross process pools and Ray).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,8 +84,12 @@ class ConfigurationError(InvalidInputError):
     """
 
 
-class SessionClosedError(InvalidInputError):
-    """A stream session (or compatibility stream state) was used after it was closed."""
+class SessionClosedError(Qwen3GuardError, RuntimeError):
+    """A guard, stream session or compatibility stream state was used after it was closed.
+
+    A `RuntimeError` (the object's state forbids the call), not an `InvalidInputError`: the
+    input was fine, the object is gone. Create a new guard or session.
+    """
 
 
 class VerdictParseError(Qwen3GuardError, ValueError):
@@ -82,8 +114,15 @@ class BackendError(Qwen3GuardError):
     """A backend (local model or serving endpoint) failed to produce a verdict.
 
     ``status`` is the HTTP status where there is one; ``error`` and ``error_type`` are the
-    server's own words where it gave them.
+    server's own words where it gave them; ``retry_headers`` the answer's headers (the retry
+    loop reads ``Retry-After`` from them), None when there was no answer.
     """
+
+    status: int | None
+    error: str | None
+    error_type: str | None
+    backend: str | None
+    retry_headers: Mapping[str, str] | None
 
     def __init__(
         self,
@@ -93,17 +132,28 @@ class BackendError(Qwen3GuardError):
         error: str | None = None,
         error_type: str | None = None,
         backend: str | None = None,
+        retry_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.status = status
         self.error = error
         self.error_type = error_type
         self.backend = backend
+        self.retry_headers = retry_headers
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
+        headers = None if self.retry_headers is None else dict(self.retry_headers)
         return (
             _rebuild_backend_error,
-            (type(self), str(self), self.status, self.error, self.error_type, self.backend),
+            (
+                type(self),
+                str(self),
+                self.status,
+                self.error,
+                self.error_type,
+                self.backend,
+                headers,
+            ),
         )
 
 
@@ -114,8 +164,16 @@ def _rebuild_backend_error(
     error: str | None,
     error_type: str | None,
     backend: str | None,
+    retry_headers: Mapping[str, str] | None = None,
 ) -> BackendError:
-    return cls(message, status=status, error=error, error_type=error_type, backend=backend)
+    return cls(
+        message,
+        status=status,
+        error=error,
+        error_type=error_type,
+        backend=backend,
+        retry_headers=retry_headers,
+    )
 
 
 class BackendConnectionError(BackendError):

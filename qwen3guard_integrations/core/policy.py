@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from .errors import UnsafeContentError
+from .errors import ConfigurationError, UnsafeContentError
 from .labels import Category, Level, Role
 from .verdict import Verdict
 
@@ -21,7 +21,7 @@ def _categories(value: object) -> frozenset[Category]:
     if isinstance(value, (str, Category)):
         value = [value]
     if not isinstance(value, (list, tuple, set, frozenset)):
-        raise TypeError("categories must be a list of category names")
+        raise ConfigurationError("categories must be a list of category names")
     out = set()
     for item in value:
         out.add(item if isinstance(item, Category) else Category.parse(str(item)))
@@ -54,10 +54,10 @@ class Policy(BaseModel):
         if isinstance(value, (str, Level)):
             value = [value]
         if not isinstance(value, (list, tuple, set, frozenset)):
-            raise TypeError("block_levels must be a list of levels")
+            raise ConfigurationError("block_levels must be a list of levels")
         levels = frozenset(v if isinstance(v, Level) else Level.parse(str(v)) for v in value)
         if Level.SAFE in levels:
-            raise ValueError("Safe cannot be a blocking level")
+            raise ConfigurationError("Safe cannot be a blocking level")
         return levels
 
     @field_validator("allow_categories", "deny_categories", mode="before")

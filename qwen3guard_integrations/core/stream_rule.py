@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import ConfigurationError
 from .labels import Level
 
 __all__ = ["Debouncer", "ThinkFilter", "ThinkMode", "TokenPlan"]
@@ -30,7 +31,7 @@ class Debouncer:
 
     def __init__(self, n: int = 2) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"debounce must be an int >= 1, got {n!r}")
+            raise ConfigurationError(f"debounce must be an int >= 1, got {n!r}")
         self.n = n
         self.decision = Level.SAFE
         self._run_level = Level.SAFE
@@ -94,7 +95,7 @@ class ThinkFilter:
         mode: ThinkMode = "moderate",
     ) -> None:
         if mode not in ("moderate", "skip"):
-            raise ValueError(f"think must be 'moderate' or 'skip', got {mode!r}")
+            raise ConfigurationError(f"think must be 'moderate' or 'skip', got {mode!r}")
         self.mode = mode
         self._start = think_start
         self._end = think_end

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..core.errors import ConfigurationError, InvalidInputError
 from ..core.labels import Level
 
 __all__ = [
@@ -64,7 +65,7 @@ def consecutive_decision(levels: Sequence[Level | str], n: int = 2) -> tuple[Lev
     beats an earlier Controversial run); ``index`` is the last token of the first run of ``n``.
     """
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise ConfigurationError(f"n must be >= 1, got {n}")
     seq = [_level(v) for v in levels]
     for target in (Level.UNSAFE, Level.CONTROVERSIAL):
         run = 0
@@ -107,7 +108,7 @@ class BinaryScores:
 def unsafe_scores(predictions: Sequence[Level | str], labels: Sequence[str]) -> BinaryScores:
     """Unsafe-class scores of already mapped (strict or loose) predictions against gold labels."""
     if len(predictions) != len(labels):
-        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
+        raise InvalidInputError(f"{len(predictions)} predictions for {len(labels)} labels")
     tp = fp = fn = tn = 0
     for p, t in zip(predictions, labels):
         pos_p = _level(p) is Level.UNSAFE
@@ -150,7 +151,7 @@ def detection_delay(pred_index: int | None, start: int, end: int) -> int | None:
     ``pred_index`` is the absolute position where the decision fired (None or negative: missed).
     """
     if start > end:
-        raise ValueError(f"unsafe span start {start} is after its end {end}")
+        raise InvalidInputError(f"unsafe span start {start} is after its end {end}")
     if pred_index is None or pred_index < 0:
         return None
     if start <= pred_index <= end:

@@ -199,7 +199,7 @@ def evaluate(
     """Score ``predictions``. Timeliness (``stream=True``) covers the Unsafe response records
     that carry ``unsafe_start_index`` / ``unsafe_end_index``."""
     if len(records) != len(predictions):
-        raise ValueError(f"{len(predictions)} predictions for {len(records)} records")
+        raise InvalidInputError(f"{len(predictions)} predictions for {len(records)} records")
     labels: dict[str, int] = {}
     for r in records:
         labels[r.label] = labels.get(r.label, 0) + 1

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from ..core.errors import ConfigurationError
+
 __all__ = ["MicroBatcher"]
 
 T = TypeVar("T")
@@ -41,9 +43,9 @@ class MicroBatcher(Generic[T, R]):
         name: str = "qwen3guard-batcher",
     ) -> None:
         if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+            raise ConfigurationError("max_batch must be at least 1")
         if max_wait_ms < 0:
-            raise ValueError("max_wait_ms must not be negative")
+            raise ConfigurationError("max_wait_ms must not be negative")
         self._fn = fn
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import BackendHealth, GenBackend
 from ..core.errors import BackendError, InvalidInputError, Qwen3GuardError, SessionClosedError
@@ -25,6 +25,10 @@ from ..core.messages import (
 from ..core.policy import Policy
 from ..core.verdict import Verdict
 from .batcher import MicroBatcher
+from .options import GuardOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["CheckItem", "Qwen3Guard"]
 
@@ -38,7 +42,8 @@ class Qwen3Guard:
     """Checks prompts and responses with a Qwen3Guard-Gen model and applies a `Policy`.
 
     Build one with `from_pretrained` (local ``transformers``), `from_tgi` (a TGI
-    server) or `from_openai` (vLLM / SGLang). Every ``check_*`` returns a `Verdict`; `enforce` raises
+    server) or `from_openai` (vLLM / SGLang); each takes the same `GuardOptions` keywords
+    (``policy``, ``fast``, ``normalize``, ``non_text``, ``max_batch``, ``max_wait_ms``). Every ``check_*`` returns a `Verdict`; `enforce` raises
     `UnsafeContentError` for a blocked one. Backend failures raise
     `BackendError` (fail-closed, the default) or, under ``Policy(on_error="fail_open")``,
     return an allowed verdict marked ``degraded=True``. Bad input always raises
@@ -85,17 +90,13 @@ class Qwen3Guard:
         *,
         device: Any = None,
         dtype: Any = None,
-        policy: Policy | None = None,
-        fast: bool = True,
-        normalize: UnicodeNormalization = "none",
-        max_batch: int = 16,
-        max_wait_ms: float = 5.0,
         max_new_tokens: int = 64,
         max_input_tokens: int | None = None,
         window_overlap: int = 64,
         batch_size: int = 8,
         revision: str | None = None,
         local_files_only: bool | None = None,
+        **options: Unpack[GuardOptions],
     ) -> Qwen3Guard:
         """Load a Qwen3Guard-Gen checkpoint with ``transformers`` (a Hub id or a local folder).
 
@@ -118,14 +119,7 @@ class Qwen3Guard:
             window_overlap=window_overlap,
             batch_size=batch_size,
         )
-        return cls(
-            backend,
-            policy=policy,
-            fast=fast,
-            max_batch=max_batch,
-            max_wait_ms=max_wait_ms,
-            normalize=normalize,
-        )
+        return cls(backend, **options)
 
     @classmethod
     def from_tgi(
@@ -136,9 +130,6 @@ class Qwen3Guard:
         headers: dict[str, str] | None = None,
         token: str | None = None,
         timeout: float = 30.0,
-        policy: Policy | None = None,
-        fast: bool = True,
-        normalize: UnicodeNormalization = "none",
         max_concurrency: int = 16,
         max_retries: int = 3,
         max_new_tokens: int = 64,
@@ -147,6 +138,7 @@ class Qwen3Guard:
         top_n_tokens: int = 5,
         revision: str | None = None,
         local_files_only: bool | None = None,
+        **options: Unpack[GuardOptions],
     ) -> Qwen3Guard:
         """Check through a Text Generation Inference server at ``url`` (``/generate``).
 
@@ -172,7 +164,7 @@ class Qwen3Guard:
             window_overlap=window_overlap,
             top_n_tokens=top_n_tokens,
         )
-        return cls(backend, policy=policy, fast=fast, normalize=normalize)
+        return cls(backend, **options)
 
     @classmethod
     def from_openai(
@@ -184,9 +176,6 @@ class Qwen3Guard:
         api_key: str | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = 30.0,
-        policy: Policy | None = None,
-        fast: bool = True,
-        normalize: UnicodeNormalization = "none",
         max_concurrency: int = 16,
         max_retries: int = 3,
         max_new_tokens: int = 64,
@@ -196,6 +185,7 @@ class Qwen3Guard:
         prompt_as: str = "ids",
         revision: str | None = None,
         local_files_only: bool | None = None,
+        **options: Unpack[GuardOptions],
     ) -> Qwen3Guard:
         """Check through an OpenAI-compatible server (vLLM, SGLang) serving ``model``.
 
@@ -222,7 +212,7 @@ class Qwen3Guard:
             logprobs=logprobs,
             prompt_as=prompt_as,
         )
-        return cls(backend, policy=policy, fast=fast, normalize=normalize)
+        return cls(backend, **options)
 
     # --- input forms ---------------------------------------------------------------------------
 
@@ -230,7 +220,7 @@ class Qwen3Guard:
         opts: dict[str, Any] = {"non_text": self.non_text}
         if isinstance(item, tuple) and len(item) == 2 and not isinstance(item, Message):
             return tuple(response_messages(item[0], item[1], **opts))
-        msgs = normalize_messages(item, **opts)  # type: ignore[arg-type]
+        msgs = normalize_messages(item, **opts)
         moderation_role(msgs)
         return tuple(msgs)
 

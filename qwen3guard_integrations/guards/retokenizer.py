@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.deps import require
-from ..core.errors import InvalidInputError
+from ..core.errors import ConfigurationError, InvalidInputError
 from ..core.messages import check_text
 
 __all__ = ["Retokenizer", "backend_tokenizer"]
@@ -69,7 +69,7 @@ class Retokenizer:
 
     def __init__(self, tokenizer: Any, *, holdback: int = 2) -> None:
         if holdback < 1:
-            raise ValueError("holdback must be at least 1")
+            raise ConfigurationError("holdback must be at least 1")
         self._tok = backend_tokenizer(tokenizer)
         self._holdback = holdback
         added = self._tok.get_added_tokens_decoder().values()

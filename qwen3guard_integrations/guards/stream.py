@@ -140,7 +140,7 @@ class Qwen3StreamGuard:
             messages,
             policy=policy or self.policy,
             debounce=self.debounce if debounce is None else debounce,
-            think=think or self.think,  # type: ignore[arg-type]
+            think=think or self.think,
             retokenizer_backend=self._backend_tok,
             model_name=self.loaded.name,
         )

@@ -152,7 +152,7 @@ class GuardedChain(Runnable[Any, Any]):
         session = None
         try:
             if self.guard is not None:
-                pv = self.guard.check_prompt(prompt)  # type: ignore[arg-type]
+                pv = self.guard.check_prompt(prompt)
             else:
                 assert self.stream_guard is not None
                 session = self.stream_guard.session(_convo(prompt))
@@ -165,7 +165,7 @@ class GuardedChain(Runnable[Any, Any]):
             if not text.strip():
                 return out
             if self.guard is not None:
-                rv = self.guard.check_response(prompt, text)  # type: ignore[arg-type]
+                rv = self.guard.check_response(prompt, text)
             else:
                 rv = self._session_response(session, text)
             dispatch_verdict("response", rv, self._blocks(rv), config)
@@ -181,7 +181,7 @@ class GuardedChain(Runnable[Any, Any]):
         session = None
         try:
             if self.guard is not None:
-                pv = await self.guard.acheck_prompt(prompt)  # type: ignore[arg-type]
+                pv = await self.guard.acheck_prompt(prompt)
             else:
                 assert self.stream_guard is not None
                 session = await asyncio.to_thread(self.stream_guard.session, _convo(prompt))
@@ -194,7 +194,7 @@ class GuardedChain(Runnable[Any, Any]):
             if not text.strip():
                 return out
             if self.guard is not None:
-                rv = await self.guard.acheck_response(prompt, text)  # type: ignore[arg-type]
+                rv = await self.guard.acheck_response(prompt, text)
             else:
                 rv = await asyncio.to_thread(self._session_response, session, text)
             await adispatch_verdict("response", rv, self._blocks(rv), config)
@@ -223,7 +223,7 @@ class GuardedChain(Runnable[Any, Any]):
             session = self.stream_guard.session(_convo(prompt))
         try:
             pv = (
-                self.guard.check_prompt(prompt)  # type: ignore[arg-type]
+                self.guard.check_prompt(prompt)
                 if self.guard is not None
                 else session.prompt_verdict  # type: ignore[union-attr]
             )
@@ -246,7 +246,7 @@ class GuardedChain(Runnable[Any, Any]):
                 yield out
                 return
             assert self.guard is not None
-            rv = self.guard.check_response(prompt, output_text(out))  # type: ignore[arg-type]
+            rv = self.guard.check_response(prompt, output_text(out))
             dispatch_verdict("response", rv, self._blocks(rv), config)
             yield self._finish(out, {"prompt": pv, "response": rv})
         finally:
@@ -267,7 +267,7 @@ class GuardedChain(Runnable[Any, Any]):
             session = await asyncio.to_thread(self.stream_guard.session, _convo(prompt))
         try:
             pv = (
-                await self.guard.acheck_prompt(prompt)  # type: ignore[arg-type]
+                await self.guard.acheck_prompt(prompt)
                 if self.guard is not None
                 else session.prompt_verdict  # type: ignore[union-attr]
             )
@@ -292,7 +292,7 @@ class GuardedChain(Runnable[Any, Any]):
                 yield out
                 return
             assert self.guard is not None
-            rv = await self.guard.acheck_response(prompt, output_text(out))  # type: ignore[arg-type]
+            rv = await self.guard.acheck_response(prompt, output_text(out))
             await adispatch_verdict("response", rv, self._blocks(rv), config)
             yield self._finish(out, {"prompt": pv, "response": rv})
         finally:

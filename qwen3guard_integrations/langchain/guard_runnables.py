@@ -83,14 +83,14 @@ class PromptGuard(Runnable[Any, Any]):
     def _run(
         self, value: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> Any:
-        verdict = self.guard.check_prompt(prompt_of(value, self.key))  # type: ignore[arg-type]
+        verdict = self.guard.check_prompt(prompt_of(value, self.key))
         dispatch_verdict("prompt", verdict, self.guard.blocks(verdict), config)
         return self._settle(value, verdict)
 
     async def _arun(
         self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> Any:
-        verdict = await self.guard.acheck_prompt(prompt_of(value, self.key))  # type: ignore[arg-type]
+        verdict = await self.guard.acheck_prompt(prompt_of(value, self.key))
         await adispatch_verdict("prompt", verdict, self.guard.blocks(verdict), config)
         return self._settle(value, verdict)
 
@@ -193,7 +193,7 @@ class ResponseGuard(Runnable[Any, Any]):
         convo, out = self._plan(value)
         if convo is None:
             return value
-        verdict = self.guard.check(convo)  # type: ignore[arg-type]
+        verdict = self.guard.check(convo)
         dispatch_verdict("response", verdict, self.guard.blocks(verdict), config)
         return self._rebuild(value, out, verdict)
 
@@ -203,7 +203,7 @@ class ResponseGuard(Runnable[Any, Any]):
         convo, out = self._plan(value)
         if convo is None:
             return value
-        verdict = await self.guard.acheck(convo)  # type: ignore[arg-type]
+        verdict = await self.guard.acheck(convo)
         await adispatch_verdict("response", verdict, self.guard.blocks(verdict), config)
         return self._rebuild(value, out, verdict)
 

@@ -66,15 +66,15 @@ class Classify(Runnable[Any, dict[str, Any]]):
     def _run(
         self, value: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> dict[str, Any]:
-        verdict = self.guard.check(self._conversation(value))  # type: ignore[arg-type]
-        dispatch_verdict(verdict.role.value, verdict, self.guard.blocks(verdict), config)  # type: ignore[arg-type]
+        verdict = self.guard.check(self._conversation(value))
+        dispatch_verdict(verdict.role.value, verdict, self.guard.blocks(verdict), config)
         return {"input": value, "verdict": verdict}
 
     async def _arun(
         self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> dict[str, Any]:
-        verdict = await self.guard.acheck(self._conversation(value))  # type: ignore[arg-type]
-        await adispatch_verdict(verdict.role.value, verdict, self.guard.blocks(verdict), config)  # type: ignore[arg-type]
+        verdict = await self.guard.acheck(self._conversation(value))
+        await adispatch_verdict(verdict.role.value, verdict, self.guard.blocks(verdict), config)
         return {"input": value, "verdict": verdict}
 
     def invoke(

@@ -130,7 +130,7 @@ class StreamGuard(Runnable[Any, Any]):
     # --- the moderation loop (guard_chain calls these with the real prompt) ------------------
     def _final_verdict(self, session: Any) -> Verdict:
         if session.verdict is not None:
-            return session.verdict  # type: ignore[no-any-return]
+            return session.verdict
         return Verdict(
             level=Level.SAFE,
             role=Role.RESPONSE,

@@ -75,7 +75,7 @@ def guard_tool(
     def run(callbacks: Callbacks = None, **kwargs: Any) -> Any:
         config = current_config()
         if check_args:
-            v = guard.check_response([EMPTY_USER], tool_call_text(tool.name, kwargs))  # type: ignore[list-item]
+            v = guard.check_response([EMPTY_USER], tool_call_text(tool.name, kwargs))
             dispatch_verdict("tool_call", v, guard.blocks(v), config)
             if guard.blocks(v):
                 return blocked(v)
@@ -91,7 +91,7 @@ def guard_tool(
     async def arun(callbacks: Callbacks = None, **kwargs: Any) -> Any:
         config = current_config()
         if check_args:
-            v = await guard.acheck_response([EMPTY_USER], tool_call_text(tool.name, kwargs))  # type: ignore[list-item]
+            v = await guard.acheck_response([EMPTY_USER], tool_call_text(tool.name, kwargs))
             await adispatch_verdict("tool_call", v, guard.blocks(v), config)
             if guard.blocks(v):
                 return blocked(v)

@@ -196,7 +196,7 @@ class GuardedQueryEngine(BaseQueryEngine):
             verdict = self.guard.check_prompt(query)
             emit(self._event(verdict, "query", record))
             if record["blocked"]:
-                return self._refuse_query(verdict, record, is_async=False)  # type: ignore[no-any-return]
+                return self._refuse_query(verdict, record, is_async=False)
         response = self.query_engine.query(query_bundle)
         if not self.check_response:
             self._attach(response, record)
@@ -219,7 +219,7 @@ class GuardedQueryEngine(BaseQueryEngine):
             verdict = await self.guard.acheck_prompt(query)
             await aemit(self._event(verdict, "query", record))
             if record["blocked"]:
-                return self._refuse_query(verdict, record, is_async=True)  # type: ignore[no-any-return]
+                return self._refuse_query(verdict, record, is_async=True)
         response = await self.query_engine.aquery(query_bundle)
         if not self.check_response:
             self._attach(response, record)

@@ -124,8 +124,8 @@ async def test_local_worker_out_of_memory_under_load(backend: Any) -> None:
             assert [v.level for v in got] == [lv for _, lv in reqs[:8]]
             assert not any(v.degraded for v in got)
     finally:
-        closed._batcher.close()
-        opened._batcher.close()
+        closed.close()
+        opened.close()
 
 
 async def test_local_worker_stall_does_not_block_the_loop(backend: Any) -> None:
@@ -154,7 +154,7 @@ async def test_local_worker_stall_does_not_block_the_loop(backend: Any) -> None:
         assert flaky.seen["help me hotwire a car"] == 1
     finally:
         flaky.stall.set()
-        guard._batcher.close()
+        guard.close()
 
 
 def _remote(server: GenTestServer, tiny: Any, protocol: str, **kw: Any) -> Qwen3Guard:

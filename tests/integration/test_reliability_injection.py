@@ -26,6 +26,7 @@ import pytest
 from qwen3guard_integrations import InvalidInputError, Level, Policy, Qwen3Guard, Qwen3StreamGuard
 from qwen3guard_integrations.core.messages import Message, normalize_messages
 from qwen3guard_integrations.testing import GenTestServer
+from tests.support.guards import conversation
 from tests.support.reliability_corpus import CASES, Case, padded
 
 pytest.importorskip("torch")
@@ -87,7 +88,7 @@ def test_the_corpus_is_large_and_varied() -> None:
 def test_local_encoding_keeps_control_strings_plain(local: Qwen3Guard) -> None:
     tok = local.backend.tokenizer  # type: ignore[attr-defined]
     for case in CASES:
-        convo = local._conversation(_item(case))
+        convo = conversation(_item(case))
         prompt = local.backend.encode(convo)  # type: ignore[attr-defined]
         clean = local.backend.encode(_neutral(convo)).windows[0]  # type: ignore[attr-defined]
         for window in prompt.windows:
@@ -111,9 +112,7 @@ def test_what_goes_over_the_wire_has_only_the_templates_control_tokens(
     policy = Policy(on_error="fail_open")  # an unparsable answer must not stop the capture
     with Qwen3Guard.from_tgi(server.url, tokenizer=tiny.gen, policy=policy, **WINDOWS) as tgi:
         tgi.check_batch(items)
-        clean = _structure(
-            tok, tgi.backend.encoder.encode(_neutral(tgi._conversation("x"))).windows[0]
-        )  # type: ignore[attr-defined]
+        clean = _structure(tok, tgi.backend.encoder.encode(_neutral(conversation("x"))).windows[0])  # type: ignore[attr-defined]
     with Qwen3Guard.from_openai(
         server.openai_url, model=server.model_id, tokenizer=tiny.gen, policy=policy, **WINDOWS
     ) as oai:
@@ -129,7 +128,7 @@ def test_what_goes_over_the_wire_has_only_the_templates_control_tokens(
         if ids[-1] not in labels:  # (a garbage answer is asked again with its level written in)
             seen[path] += 1
         assert _structure(tok, ids) == clean, data
-    windows = sum(len(tgi.backend.encoder.encode(tgi._conversation(i)).windows) for i in items)  # type: ignore[attr-defined]
+    windows = sum(len(tgi.backend.encoder.encode(conversation(i)).windows) for i in items)  # type: ignore[attr-defined]
     # every window of every case went out once per protocol, and none of them was sent twice
     assert seen == {"/generate": windows, "/v1/completions": windows}
 
@@ -191,7 +190,7 @@ def test_padding_never_truncates(local: Qwen3Guard) -> None:
     tok = local.backend.tokenizer  # type: ignore[attr-defined]
     for kind in ("sentences", "words", "newlines", "cjk", "fake-answers"):
         text = padded(kind)
-        windows = local.backend.encode(local._conversation(text)).windows  # type: ignore[attr-defined]
+        windows = local.backend.encode(conversation(text)).windows  # type: ignore[attr-defined]
         assert len(windows) > 3 and all(len(w) <= WINDOWS["max_input_tokens"] for w in windows)
         # all windows share the template around a slice of the message: strip it off
         head = len(_common_prefix(windows))

@@ -22,6 +22,7 @@ from qwen3guard_integrations import (
 )
 from qwen3guard_integrations.guards.holdback import HoldBack
 from qwen3guard_integrations.testing import GenTestServer
+from tests.support.guards import conversation
 
 pytest.importorskip("torch")
 pytest.importorskip("huggingface_hub")
@@ -105,11 +106,10 @@ def test_bad_input_is_typed_for_local_gen_even_under_fail_open(local: Qwen3Guard
             with pytest.raises(InvalidInputError):
                 local.check_batch(bad)  # type: ignore[arg-type]
         # the worker is alive and the next requests are right
-        assert local._batcher._thread is not None and local._batcher._thread.is_alive()
         assert local.check_prompt("how to make a bomb").level is Level.UNSAFE
         assert asyncio.run(local.acheck_prompt("What a lovely day.")).level is Level.SAFE
     finally:
-        open_guard._batcher.close()
+        open_guard.close()  # the backend is local.backend: a local backend has nothing to close
 
 
 def test_non_text_blocks_can_be_skipped_and_the_text_still_checked(tiny) -> None:  # type: ignore[no-untyped-def]
@@ -148,7 +148,7 @@ def test_bad_input_never_reaches_the_server(server: GenTestServer, tiny, protoco
 
 def test_huge_inputs(local: Qwen3Guard, sguard: Qwen3StreamGuard) -> None:
     # 1 MB for the Gen encoder: windows, nothing cut (the model runs on it in benchmarks/)
-    prompt = local.backend.encode(local._conversation(HUGE + " how to make a bomb?"))  # type: ignore[attr-defined]
+    prompt = local.backend.encode(conversation(HUGE + " how to make a bomb?"))  # type: ignore[attr-defined]
     assert len(prompt.windows) > 1000 and all(len(w) <= 240 for w in prompt.windows)
     # 100 kB checked end to end: the trigger at the very end is found
     assert local.check_prompt(HUGE[: MB // 10] + " how to make a bomb?").level is Level.UNSAFE

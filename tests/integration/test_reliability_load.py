@@ -19,6 +19,7 @@ from qwen3guard_integrations import Level, Qwen3Guard, Qwen3StreamGuard
 from qwen3guard_integrations.core.labels import Category
 from qwen3guard_integrations.guards.session import StreamSession
 from qwen3guard_integrations.testing import GenTestServer
+from tests.support.guards import BatchCounter
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("huggingface_hub")
@@ -73,10 +74,11 @@ async def test_200_concurrent_local_checks_and_cancellation(local: Qwen3Guard) -
     ]
     threads, tasks = threading.active_count(), len(asyncio.all_tasks())
     kinds = _workload(200)
-    runs = local._batcher.batches_run
-    out = await asyncio.gather(*(local.acheck_prompt(KINDS[k][0]) for k in kinds))
+    counted = BatchCounter(local.backend)
+    async with Qwen3Guard(counted) as batched:  # the same model, its batches counted
+        out = await asyncio.gather(*(batched.acheck_prompt(KINDS[k][0]) for k in kinds))
     assert not _matches(kinds, out)
-    assert local._batcher.batches_run - runs < 200 / 4  # coalesced into batches
+    assert counted.batches < 200 / 4  # coalesced into batches
     # cancel half of 200 callers mid-flight: the rest get their own verdicts, nothing leaks
     jobs = [asyncio.create_task(local.acheck_prompt(KINDS[k][0])) for k in kinds]
     await asyncio.sleep(0.02)

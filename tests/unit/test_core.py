@@ -258,3 +258,24 @@ def test_prompt_and_response_helpers() -> None:
         response_messages("q")
     with pytest.raises(InvalidInputError, match="empty"):
         response_messages("q", "")
+
+
+# --- packaging ---------------------------------------------------------------------------------
+
+
+def test_the_version_is_written_once() -> None:
+    import importlib.metadata
+    import sys
+    from pathlib import Path
+
+    import qwen3guard_integrations
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        root = Path(__file__).resolve().parents[2]
+        project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        assert "version" not in project and "version" in project["dynamic"]
+        assert "Typing :: Typed" in project["classifiers"]
+    installed = importlib.metadata.version("qwen3guard-integrations")
+    assert installed == qwen3guard_integrations.__version__

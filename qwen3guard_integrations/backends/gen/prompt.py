@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.errors import InvalidInputError
+from ...core.errors import ConfigurationError, InvalidInputError
 from ...core.labels import Level, Role
 from ...core.messages import Message, moderation_role
 from ..render import plain_token_ids
@@ -48,7 +48,7 @@ class GenPromptEncoder:
                 "the tokenizer has no chat template: is this a Qwen3Guard-Gen checkpoint?"
             )
         if max_input_tokens < 64:
-            raise ValueError("max_input_tokens must be at least 64")
+            raise ConfigurationError("max_input_tokens must be at least 64")
         self.tokenizer = tokenizer
         self._template_cache: dict[str, tuple[int, ...]] = {}
         self.max_input_tokens = max_input_tokens

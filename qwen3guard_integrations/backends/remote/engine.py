@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from ...core.errors import (
     BackendError,
     BackendHTTPError,
+    ConfigurationError,
     InvalidInputError,
     Qwen3GuardError,
     VerdictParseError,
@@ -74,9 +75,9 @@ class RemoteGenBackend:
         timeout: float = 30.0,
     ) -> None:
         if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+            raise ConfigurationError("max_concurrency must be at least 1")
         if timeout <= 0:
-            raise ValueError("timeout must be positive")
+            raise ConfigurationError("timeout must be positive")
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.endpoint = endpoint

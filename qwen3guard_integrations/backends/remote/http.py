@@ -41,7 +41,7 @@ def raise_for_status(result: HttpResult, *, backend: str, endpoint: str) -> None
     if 200 <= result.status < 300:
         return
     err = error_from_body(result.status, result.body, backend=backend, endpoint=endpoint)
-    err.retry_headers = result.headers  # type: ignore[attr-defined]
+    err.retry_headers = result.headers
     raise err
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ...core.deps import require
-from ...core.errors import BackendError
+from ...core.errors import BackendError, ConfigurationError
 from ...core.gen_answer import GenAnswer
 from .engine import RemoteGenBackend
 from .http import HttpResult, apost_json, get, post_json, raise_for_status
@@ -59,7 +59,7 @@ class OpenAIGenBackend(RemoteGenBackend):
         **kwargs: Any,
     ) -> None:
         if prompt_as not in ("ids", "text"):
-            raise ValueError("prompt_as must be 'ids' or 'text'")
+            raise ConfigurationError("prompt_as must be 'ids' or 'text'")
         self.httpx = require("httpx", "tgi")
         self.base = api_base(base_url)
         super().__init__(tokenizer, model_id=model, endpoint=self.base, **kwargs)

@@ -155,7 +155,7 @@ class TGIGenBackend(RemoteGenBackend):
             err = error_from_body(
                 int(response.status_code), response.content, backend=self.name, endpoint=self.url
             )
-            err.retry_headers = dict(response.headers)  # type: ignore[attr-defined]
+            err.retry_headers = dict(response.headers)
             return err
         mapped = transport_error(exc, backend=self.name, endpoint=self.url)
         if mapped is not None:

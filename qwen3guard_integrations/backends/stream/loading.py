@@ -24,6 +24,7 @@ from ...core.labels import (
     Category,
     Level,
 )
+from ..loading import hub_options, resolve_device
 
 __all__ = [
     "IGNORED_WEIGHT_NAMES",
@@ -112,10 +113,7 @@ class LoadedStreamModel:
 
 def auto_device(device: Any = None) -> Any:
     """``device`` as a ``torch.device``; ``None`` means cuda when available, else cpu."""
-    torch = require("torch")
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return resolve_device(device)  # a device that is not there: ConfigurationError, at once
 
 
 def auto_dtype(device: Any, dtype: Any = None) -> Any:
@@ -152,12 +150,13 @@ def resolve_checkpoint(model_id_or_path: str | os.PathLike[str], **hub_kwargs: A
         )
     hub = require("huggingface_hub", "transformers")
     patterns = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
+    offline = hub_options(name, hub_kwargs)  # no Hub: the local cache only, no retries
     try:
         folder = hub.snapshot_download(name, allow_patterns=patterns, **hub_kwargs)
     except Exception as exc:  # the hub raises many types (offline, 404, gated, auth)
         raise CheckpointError(
             f"cannot find the Stream checkpoint {name!r} locally or on the Hub: "
-            f"{type(exc).__name__}: {exc}",
+            f"{type(exc).__name__}: {exc}" + (f" ({offline})" if offline else ""),
             path=name,
         ) from exc
     return Path(folder)

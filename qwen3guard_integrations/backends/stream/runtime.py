@@ -117,7 +117,7 @@ class StreamRunner:
                 r = m.risk_level_category_layernorm(m.risk_level_category_pre(hidden))
                 heads = (m.risk_level_head(r), m.category_head(r))
         out4 = [h.float().cpu() for h in heads] + [None] * (4 - len(heads))
-        return tuple(out4)  # type: ignore[return-value]
+        return tuple(out4)
 
     def _lean_step(self) -> Any:
         if self._lean and self._step is None:
