@@ -162,6 +162,16 @@ class HoldBackStage(Runnable[Any, Any]):
         self._raise_if_blocked(state)
 
     # --- Runnable -----------------------------------------------------------------------------
+    def _open(self, convo: Any = None) -> StreamSession:
+        """The session of a standalone stream (`HoldBackStage` does not see the prompt)."""
+        session: StreamSession = self.stream_guard.session(convo or NO_PROMPT)
+        return session
+
+    def _aopen(self, convo: Any = None) -> AsyncStreamSession:
+        """Async twin of `_open` (not started yet)."""
+        session: AsyncStreamSession = self.stream_guard.asession(convo or NO_PROMPT)
+        return session
+
     def transform(
         self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
@@ -171,9 +181,7 @@ class HoldBackStage(Runnable[Any, Any]):
         def moderate(
             chunks: Iterator[Any], run_manager: Any, config: RunnableConfig
         ) -> Iterator[Any]:
-            yield from self._moderate(
-                self.stream_guard.session(NO_PROMPT), chunks, config, None, upstream
-            )
+            yield from self._moderate(self._open(), chunks, config, None, upstream)
 
         yield from self._transform_stream_with_config(upstream, moderate, config, **kwargs)
 
@@ -186,8 +194,7 @@ class HoldBackStage(Runnable[Any, Any]):
         def moderate(
             chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
         ) -> AsyncIterator[Any]:
-            session = self.stream_guard.asession(NO_PROMPT)
-            return self._amoderate(session, chunks, config, None, upstream)
+            return self._amoderate(self._aopen(), chunks, config, None, upstream)
 
         async for item in self._atransform_stream_with_config(upstream, moderate, config, **kwargs):
             yield item
