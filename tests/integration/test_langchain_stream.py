@@ -29,8 +29,8 @@ from qwen3guard_integrations import (
 )
 from qwen3guard_integrations.langchain import (
     VERDICT_EVENT,
-    HoldBackStage,
     AsyncQwen3GuardStreamCallback,
+    HoldBackStage,
     Qwen3GuardStreamCallback,
     guard_chain,
     message_verdicts,
