@@ -183,7 +183,13 @@ class HoldBackStage(Runnable[Any, Any]):
         ) -> Iterator[Any]:
             yield from self._moderate(self._open(), chunks, config, None, upstream)
 
-        yield from self._transform_stream_with_config(upstream, moderate, config, **kwargs)
+        inner = self._transform_stream_with_config(upstream, moderate, config, **kwargs)
+        try:
+            for item in inner:
+                yield item
+        finally:  # a consumer that stopped early: stop the model before langchain-core drains it
+            upstream.close()
+            inner.close()
 
     async def atransform(
         self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
@@ -196,8 +202,13 @@ class HoldBackStage(Runnable[Any, Any]):
         ) -> AsyncIterator[Any]:
             return self._amoderate(self._aopen(), chunks, config, None, upstream)
 
-        async for item in self._atransform_stream_with_config(upstream, moderate, config, **kwargs):
-            yield item
+        inner = self._atransform_stream_with_config(upstream, moderate, config, **kwargs)
+        try:
+            async for item in inner:
+                yield item
+        finally:  # a consumer that stopped early: stop the model now
+            await upstream.aclose()
+            await inner.aclose()
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any

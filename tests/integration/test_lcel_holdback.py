@@ -246,3 +246,22 @@ def test_invoke_of_a_message_keeps_its_parts(sguard: Qwen3StreamGuard) -> None:
     msg = AIMessage(SAFE_A, id="m1", response_metadata={"model_name": "x"})
     out = HoldBackStage(sguard).invoke(msg)
     assert out.content == SAFE_A and out.id == "m1" and out.response_metadata["model_name"] == "x"
+
+
+def test_a_consumer_that_stops_early_stops_the_model(sguard: Qwen3StreamGuard) -> None:
+    safe_long = " ".join([SAFE_A] * 6)
+    total = total_chunks(safe_long)
+    model = CountingChatModel(messages=iter([safe_long]))
+    stream = (model | HoldBackStage(sguard)).stream(SAFE_Q)
+    next(stream)
+    stream.close()  # langchain-core would drain the model's stream into its trace here
+    assert model.generated[0] < total / 4
+
+    async def main() -> int:
+        amodel = CountingChatModel(messages=iter([safe_long]))
+        astream = (amodel | HoldBackStage(sguard)).astream(SAFE_Q)
+        await anext(astream)
+        await astream.aclose()
+        return amodel.generated[0]
+
+    assert asyncio.run(main()) < total / 4
