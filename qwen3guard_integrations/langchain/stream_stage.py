@@ -185,11 +185,11 @@ class HoldBackStage(Runnable[Any, Any]):
 
         inner = self._transform_stream_with_config(upstream, moderate, config, **kwargs)
         try:
-            for item in inner:
+            for item in inner:  # noqa: UP028 (yield from would hand the close on first)
                 yield item
         finally:  # a consumer that stopped early: stop the model before langchain-core drains it
             upstream.close()
-            inner.close()
+            _call(inner, "close")
 
     async def atransform(
         self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any
@@ -208,7 +208,7 @@ class HoldBackStage(Runnable[Any, Any]):
                 yield item
         finally:  # a consumer that stopped early: stop the model now
             await upstream.aclose()
-            await inner.aclose()
+            await _aclose(inner)
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -294,8 +294,7 @@ class _Upstream:
 
     async def aclose(self) -> None:
         self._stopped = True
-        if (done := _call(self._source, "aclose")) is not None:
-            await done
+        await _aclose(self._source)
 
 
 class _Feed:
@@ -321,8 +320,7 @@ class _Feed:
             self._upstream.close()
 
     async def aclose(self) -> None:
-        if (done := _call(self._chunks, "aclose")) is not None:
-            await done
+        await _aclose(self._chunks)
         if self._upstream is not None:
             await self._upstream.aclose()
 
@@ -330,6 +328,11 @@ class _Feed:
 def _call(obj: object, method: str) -> Any:
     fn: Callable[[], Any] | None = getattr(obj, method, None)
     return fn() if callable(fn) else None
+
+
+async def _aclose(obj: object) -> None:
+    if (done := _call(obj, "aclose")) is not None:
+        await done
 
 
 async def _started(session: StreamSession | AsyncStreamSession) -> AsyncStreamSession:
