@@ -139,7 +139,8 @@ class StreamRelease:
         if rel.blocked:
             self.blocked, self.verdict = True, rel.verdict
             return self._blocked_last() if rel.done else []
-        self._cleared += len(rel.text)
+        # measured like the segments (NFC), whether the hold-back hands on decoded or source text
+        self._cleared += len(unicodedata.normalize("NFC", rel.text))
         out = self._take(final=rel.done)
         if rel.done:
             self.verdict = self._safe()
