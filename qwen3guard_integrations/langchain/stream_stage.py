@@ -202,13 +202,10 @@ class HoldBackStage(Runnable[Any, Any]):
         ) -> AsyncIterator[Any]:
             return self._amoderate(self._aopen(), chunks, config, None, upstream)
 
-        inner = self._atransform_stream_with_config(upstream, moderate, config, **kwargs)
-        try:
-            async for item in inner:
-                yield item
-        finally:  # a consumer that stopped early: stop the model now
-            await upstream.aclose()
-            await _aclose(inner)
+        # (an async consumer that stops early closes the chain, and langchain-core does not drain
+        # the model's stream on that path: nothing to stop here)
+        async for item in self._atransform_stream_with_config(upstream, moderate, config, **kwargs):
+            yield item
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
