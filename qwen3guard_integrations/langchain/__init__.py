@@ -10,7 +10,8 @@ this package without ``langchain-core`` raises `MissingDependencyError`.
   `has_category`, `is_blocked_by`: routing with ``RunnableBranch``.
 - `Qwen3GuardStreamCallback` / `AsyncQwen3GuardStreamCallback`: stop any chat
   model's stream at the first blocked token.
-- `StreamGuard`: an LCEL stage that releases only text the Stream head cleared.
+- `HoldBackStage`: an LCEL stage that releases only what the Stream head cleared
+  (``StreamGuard`` is its deprecated name).
 - `Qwen3GuardMiddleware` for ``create_agent``; `guard_tool` for other agents.
 - Verdicts: ``response_metadata["qwen3guard"]`` (`message_verdicts`) and the
   `VERDICT_EVENT` custom event.
@@ -23,6 +24,7 @@ require("langchain_core", "langchain")
 from .callbacks import AsyncQwen3GuardStreamCallback, Qwen3GuardStreamCallback  # noqa: E402
 from .chain import GuardedChain, guard_chain  # noqa: E402
 from .guard_runnables import DEFAULT_REFUSAL, PromptGuard, ResponseGuard  # noqa: E402
+from .options import deprecated_names  # noqa: E402
 from .reporting import METADATA_KEY, VERDICT_EVENT, message_verdicts  # noqa: E402
 from .routing import (  # noqa: E402
     Classify,
@@ -33,7 +35,7 @@ from .routing import (  # noqa: E402
     is_unsafe,
     verdict_of,
 )
-from .stream_stage import StreamGuard  # noqa: E402
+from .stream_stage import HoldBackStage  # noqa: E402
 
 __all__ = [
     "DEFAULT_REFUSAL",
@@ -42,11 +44,11 @@ __all__ = [
     "AsyncQwen3GuardStreamCallback",
     "Classify",
     "GuardedChain",
+    "HoldBackStage",
     "PromptGuard",
     "Qwen3GuardMiddleware",
     "Qwen3GuardStreamCallback",
     "ResponseGuard",
-    "StreamGuard",
     "guard_chain",
     "guard_tool",
     "has_category",
@@ -59,6 +61,17 @@ __all__ = [
 ]
 
 
+def _stream_guard() -> object:
+    from . import stream_stage
+
+    return stream_stage._StreamGuard
+
+
+_deprecated = deprecated_names(
+    __name__, {"StreamGuard": ("qwen3guard_integrations.langchain.HoldBackStage", _stream_guard)}
+)
+
+
 def __getattr__(name: str) -> object:
     # the agent pieces need the ``langchain`` package itself, not only langchain-core
     if name in ("Qwen3GuardMiddleware", "guard_tool"):
@@ -67,4 +80,4 @@ def __getattr__(name: str) -> object:
         from .tools import guard_tool
 
         return {"Qwen3GuardMiddleware": Qwen3GuardMiddleware, "guard_tool": guard_tool}[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _deprecated(name, 2)

@@ -142,7 +142,8 @@ class GuardedChain(Runnable[Any, Any]):
         session.feed(text)
         session.finish()
         assert self._stage is not None
-        return self._stage._final_verdict(session)
+        verdict: Verdict = self._stage._final_verdict(session)
+        return verdict
 
     # --- invoke -------------------------------------------------------------------------------
     def _run(

@@ -27,7 +27,8 @@ from ..core.labels import Category, Level
 from ..core.policy import Policy
 from ..core.verdict import Verdict
 from ..guards.gen import Qwen3Guard
-from .convert import EMPTY_USER, conversation_of, message_to_dict
+from .convert import EMPTY_USER, conversation_of, response_text
+from .options import require_guard
 from .reporting import adispatch_verdict, dispatch_verdict, message_verdicts
 
 __all__ = [
@@ -46,10 +47,15 @@ class Classify(Runnable[Any, dict[str, Any]]):
 
     The input is a string (a prompt), a message list or ``PromptValue`` (the mode follows the last
     message: user -> prompt check, assistant -> response check), a lone ``AIMessage`` (a response
-    without context), or a dict holding one of those under ``key`` (default ``"input"``).
+    without context: its reasoning, text and tool calls), or a dict holding one of those under
+    ``key`` (default ``"input"``).
+
+    Raises:
+        ConfigurationError: ``guard`` is not a Gen guard.
     """
 
     def __init__(self, guard: Qwen3Guard, *, key: str = "input", name: str | None = None) -> None:
+        require_guard(guard, "Classify")
         self.guard = guard
         self.key = key
         self.name = name or "Classify"
@@ -60,7 +66,7 @@ class Classify(Runnable[Any, dict[str, Any]]):
                 raise InvalidInputError(f"the input dict has no {self.key!r} key to classify")
             value = value[self.key]
         if isinstance(value, AIMessage):
-            return [EMPTY_USER, message_to_dict(value)]
+            return [EMPTY_USER, {"role": "assistant", "content": response_text(value)}]
         return conversation_of(value)
 
     def _run(

@@ -183,7 +183,9 @@ def test_response_guard_forms(guard: Qwen3Guard) -> None:
     assert message_verdicts(msgs[-1])["response"].categories == (Category.VIOLENT,)
     assert rg.invoke(SAFE_A) == SAFE_A
     tool_only = AIMessage("", tool_calls=[{"name": "f", "args": {}, "id": "1"}])
-    assert rg.invoke(tool_only) is tool_only  # no text: nothing to moderate
+    checked = rg.invoke(tool_only)  # no text, but a tool call: it is checked too (issue #14)
+    assert checked.tool_calls == tool_only.tool_calls
+    assert message_verdicts(checked)["response"].level is Level.SAFE
     with pytest.raises(InvalidInputError):
         rg.invoke(42)
 

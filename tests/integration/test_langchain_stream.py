@@ -1,5 +1,5 @@
 """Stream moderation in LangChain on the tiny Stream checkpoint: the callback handler (sync and
-async) and the hold-back StreamGuard stage, with real streaming chat models meant for testing."""
+async) and the hold-back stage (`HoldBackStage`), with real streaming chat models meant for testing."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from qwen3guard_integrations import (
 from qwen3guard_integrations.langchain import (
     VERDICT_EVENT,
     AsyncQwen3GuardStreamCallback,
+    HoldBackStage,
     Qwen3GuardStreamCallback,
-    StreamGuard,
     guard_chain,
     message_verdicts,
 )
@@ -209,9 +209,9 @@ def test_async_callback_safe_and_cancelled(sguard: Qwen3StreamGuard) -> None:
     assert asyncio.run(cancelled()) == 0
 
 
-# --- StreamGuard ---------------------------------------------------------------------------------
+# --- HoldBackStage --------------------------------------------------------------------------------
 def test_stream_guard_releases_a_safe_answer_whole(sguard: Qwen3StreamGuard) -> None:
-    chunks = list((model(SAFE_A) | StreamGuard(sguard)).stream(SAFE_Q))
+    chunks = list((model(SAFE_A) | HoldBackStage(sguard)).stream(SAFE_Q))
     assert "".join(c.content for c in chunks) == SAFE_A
     assert all(isinstance(c, AIMessageChunk) for c in chunks)
     assert message_verdicts(chunks[-1])["stream"].level is Level.SAFE
@@ -220,7 +220,7 @@ def test_stream_guard_releases_a_safe_answer_whole(sguard: Qwen3StreamGuard) -> 
 
 @pytest.mark.parametrize("answer", [BOMB_A, HOTWIRE_A])
 def test_stream_guard_never_releases_unsafe_text(sguard: Qwen3StreamGuard, answer: str) -> None:
-    chunks = list((model(answer) | StreamGuard(sguard)).stream(SAFE_Q))
+    chunks = list((model(answer) | HoldBackStage(sguard)).stream(SAFE_Q))
     text = "".join(c.content for c in chunks)
     verdict = message_verdicts(chunks[-1])["stream"]
     assert verdict.level is Level.UNSAFE
@@ -232,24 +232,24 @@ def test_stream_guard_never_releases_unsafe_text(sguard: Qwen3StreamGuard, answe
 
 
 def test_stream_guard_raise_mode_and_strings(sguard: Qwen3StreamGuard) -> None:
-    chain = model(BOMB_A) | StreamGuard(sguard, on_block="raise")
+    chain = model(BOMB_A) | HoldBackStage(sguard, on_block="raise")
     got: list[str] = []
     with pytest.raises(UnsafeContentError):
         for c in chain.stream(SAFE_Q):
             got.append(c.content)
     assert got and "bomb" not in "".join(got)
-    parts = list((model(SAFE_A) | StrOutputParser() | StreamGuard(sguard)).stream(SAFE_Q))
+    parts = list((model(SAFE_A) | StrOutputParser() | HoldBackStage(sguard)).stream(SAFE_Q))
     assert all(isinstance(p, str) for p in parts) and "".join(parts) == SAFE_A
 
 
 def test_stream_guard_async_and_events(sguard: Qwen3StreamGuard) -> None:
     async def main() -> tuple[str, list[dict[str, Any]]]:
-        chain = model(BOMB_A) | StreamGuard(sguard)
+        chain = model(BOMB_A) | HoldBackStage(sguard)
         text, events = "", []
         async for ev in chain.astream_events(SAFE_Q, version="v2"):
             if ev["event"] == "on_custom_event" and ev["name"] == VERDICT_EVENT:
                 events.append(ev["data"])
-            elif ev["event"] == "on_chain_stream" and ev["name"] == "StreamGuard":
+            elif ev["event"] == "on_chain_stream" and ev["name"] == "HoldBackStage":
                 text += ev["data"]["chunk"].content
         return text, events
 
@@ -260,9 +260,9 @@ def test_stream_guard_async_and_events(sguard: Qwen3StreamGuard) -> None:
 
 
 def test_stream_guard_invoke_joins_the_release(sguard: Qwen3StreamGuard) -> None:
-    out = StreamGuard(sguard).invoke(AIMessage(SAFE_A))
+    out = HoldBackStage(sguard).invoke(AIMessage(SAFE_A))
     assert isinstance(out, AIMessage) and out.content == SAFE_A
-    out = asyncio.run(StreamGuard(sguard).ainvoke(AIMessage(BOMB_A)))
+    out = asyncio.run(HoldBackStage(sguard).ainvoke(AIMessage(BOMB_A)))
     assert message_verdicts(out)["stream"].level is Level.UNSAFE and "bomb" not in out.content
 
 
