@@ -16,6 +16,8 @@ from ..core.deps import require
 
 require("llama_index.core", "llama-index")
 
+from .answer import GuardedAnswer  # noqa: E402
+from .chat_engine import GuardedChatEngine, GuardedStreamingChatResponse  # noqa: E402
 from .events import (  # noqa: E402
     DISPATCHER_NAME,
     Qwen3GuardVerdictEvent,
@@ -26,8 +28,6 @@ from .events import (  # noqa: E402
     emit,
     emit_verdict,
 )
-from .answer import GuardedAnswer  # noqa: E402
-from .chat_engine import GuardedChatEngine, GuardedStreamingChatResponse  # noqa: E402
 from .postprocessor import METADATA_KEY, Qwen3GuardNodePostprocessor, flag_node  # noqa: E402
 from .query_engine import DEFAULT_REFUSAL, GuardedQueryEngine  # noqa: E402
 from .streaming import (  # noqa: E402
@@ -61,6 +61,7 @@ __all__ = [
     "guard_token_gen",
     "release",
 ]
+
 
 def __getattr__(name: str) -> object:
     # the old names (`streaming.DEPRECATED_NAMES`), kept for one minor release

@@ -17,14 +17,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.actions import BlockAction, check_action, check_refusal, render_refusal
+from llama_index.core.instrumentation.span import active_span_id
+
+from ..core.actions import (
+    DEFAULT_REFUSAL,
+    BlockAction,
+    check_action,
+    check_refusal,
+    render_refusal,
+)
 from ..core.errors import ConfigurationError, UnsafeContentError
 from ..core.verdict import Verdict
 from ..guards.gen import Qwen3Guard
 from ..guards.stream import Qwen3StreamGuard
 from .events import Qwen3GuardVerdictEvent, Stage
 
-__all__ = ["ENGINE_ACTIONS", "GuardedAnswer", "check_guards", "record_of", "refusal_piece"]
+__all__ = [
+    "ENGINE_ACTIONS",
+    "AnswerOptions",
+    "GuardedAnswer",
+    "check_guards",
+    "record_of",
+    "refusal_piece",
+]
 
 #: The block actions the query and chat engines accept.
 ENGINE_ACTIONS = (BlockAction.RAISE, BlockAction.REFUSE)
@@ -39,8 +54,7 @@ def check_guards(owner: str, guard: object, stream_guard: object = None) -> None
     if not isinstance(guard, Qwen3Guard):
         hint = " (pass a Qwen3StreamGuard as stream_guard=)" if _is_stream(guard) else ""
         raise ConfigurationError(
-            f"{owner} needs a Qwen3Guard (the Gen guard) as guard, got "
-            f"{type(guard).__name__}{hint}"
+            f"{owner} needs a Qwen3Guard (the Gen guard) as guard, got {type(guard).__name__}{hint}"
         )
     if stream_guard is not None and not _is_stream(stream_guard):
         raise ConfigurationError(
@@ -163,3 +177,37 @@ class GuardedAnswer:
         piece = self.refusal_piece()
         if piece:
             yield piece
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    """What every answer of one guarded engine shares, validated once at construction.
+
+    Raises:
+        ConfigurationError: naming ``owner``, for a wrong guard or option.
+    """
+
+    owner: str
+    guard: Qwen3Guard
+    stream_guard: Qwen3StreamGuard | None = None
+    on_unsafe: BlockAction | str = BlockAction.RAISE
+    refusal: str = DEFAULT_REFUSAL
+    include_text: bool = False
+
+    def __post_init__(self) -> None:
+        check_guards(self.owner, self.guard, self.stream_guard)
+        action = check_action(self.on_unsafe, allowed=ENGINE_ACTIONS, option="on_unsafe")
+        object.__setattr__(self, "on_unsafe", action)
+        object.__setattr__(self, "refusal", check_refusal(self.refusal))
+
+    def answer(self, query: str) -> GuardedAnswer:
+        """A new `GuardedAnswer` for ``query``; its events belong to the span active now."""
+        return GuardedAnswer(
+            query=query,
+            guard=self.guard,
+            stream_guard=self.stream_guard,
+            on_unsafe=self.on_unsafe,
+            refusal=self.refusal,
+            span_id=active_span_id.get(),
+            include_text=self.include_text,
+        )

@@ -35,14 +35,13 @@ from llama_index.core.chat_engine.types import (
     BaseChatEngine,
     StreamingAgentChatResponse,
 )
-from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.memory import BaseMemory
 
-from ..core.actions import DEFAULT_REFUSAL, BlockAction, check_action, check_refusal
+from ..core.actions import DEFAULT_REFUSAL, BlockAction
 from ..core.errors import ConfigurationError, UnsafeContentError
 from ..guards.gen import Qwen3Guard
 from ..guards.stream import Qwen3StreamGuard
-from .answer import ENGINE_ACTIONS, GuardedAnswer, check_guards
+from .answer import AnswerOptions, GuardedAnswer
 from .events import aemit, emit
 from .guarded_llm import GuardedLLM
 from .postprocessor import METADATA_KEY
@@ -126,28 +125,18 @@ class GuardedChatEngine(BaseChatEngine):
                 f"GuardedChatEngine wraps a LlamaIndex BaseChatEngine of the kinds {names}, "
                 f"got {type(engine).__name__}{hint}"
             )
-        check_guards("GuardedChatEngine", guard, stream_guard)
+        self.options = AnswerOptions(
+            "GuardedChatEngine", guard, stream_guard, on_unsafe, refusal, include_text
+        )
         self.engine = engine
         self.guard = guard
         self.stream_guard = stream_guard
         self.check_query = check_query
-        self.on_unsafe = check_action(on_unsafe, allowed=ENGINE_ACTIONS, option="on_unsafe")
-        self.refusal = check_refusal(refusal)
+        self.on_unsafe = self.options.on_unsafe
+        self.refusal = self.options.refusal
         self.metadata_key = metadata_key
-        self.include_text = include_text
 
     # -- the pure parts ------------------------------------------------------------------------
-    def _answer(self, message: str) -> GuardedAnswer:
-        return GuardedAnswer(
-            query=message,
-            guard=self.guard,
-            stream_guard=self.stream_guard,
-            on_unsafe=self.on_unsafe,
-            refusal=self.refusal,
-            span_id=active_span_id.get(),
-            include_text=self.include_text,
-        )
-
     def _bound(self, answer: GuardedAnswer) -> Any:
         """A shallow copy of the wrapped engine whose LLM is guarded for this turn."""
         turn = copy.copy(self.engine)
@@ -158,9 +147,11 @@ class GuardedChatEngine(BaseChatEngine):
     def _memory(self) -> BaseMemory:
         return self.engine._memory  # type: ignore[attr-defined,no-any-return]
 
-    def _ours(self, err: UnsafeContentError, answer: GuardedAnswer) -> bool:
-        """Whether ``err`` is this turn's block (not one raised by something else)."""
-        return answer.blocked_by is not None and err.verdict is answer.blocked_by
+    @staticmethod
+    def _claim(err: UnsafeContentError, answer: GuardedAnswer) -> None:
+        """Re-raise ``err`` unless it is this turn's block (raised by its `GuardedLLM`)."""
+        if answer.blocked_by is None or err.verdict is not answer.blocked_by:
+            raise err
 
     def _refused(self, answer: GuardedAnswer, *, stream: bool, is_async: bool = False) -> Any:
         """A turn blocked before anything streamed: raise, or the refusal answer."""
@@ -180,18 +171,28 @@ class GuardedChatEngine(BaseChatEngine):
             chat_stream=_pieces(pieces), is_writing_to_memory=False, metadata=metadata
         )
 
-    def _remembered(self, history: list[ChatMessage], message: str, answer: GuardedAnswer) -> list[ChatMessage]:
+    def _remembered(
+        self, history: list[ChatMessage], message: str, answer: GuardedAnswer
+    ) -> list[ChatMessage]:
         """What to add to memory after a whole answer was blocked: the message (unless the
         engine stored it already) and the refusal."""
         out: list[ChatMessage] = []
-        if not (history and history[-1].role == MessageRole.USER and history[-1].content == message):
+        if not (
+            history and history[-1].role == MessageRole.USER and history[-1].content == message
+        ):
             out.append(ChatMessage(role=MessageRole.USER, content=message))
         text = answer.refusal_text()
         if text:
             out.append(ChatMessage(role=MessageRole.ASSISTANT, content=text))
         return out
 
-    def _streamed(self, inner: StreamingAgentChatResponse, answer: GuardedAnswer, chat_stream: Any = None, achat_stream: Any = None) -> GuardedStreamingChatResponse:
+    def _streamed(
+        self,
+        inner: StreamingAgentChatResponse,
+        answer: GuardedAnswer,
+        chat_stream: Any = None,
+        achat_stream: Any = None,
+    ) -> GuardedStreamingChatResponse:
         return GuardedStreamingChatResponse(
             chat_stream=chat_stream,
             achat_stream=achat_stream,
@@ -206,7 +207,7 @@ class GuardedChatEngine(BaseChatEngine):
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> AgentChatResponse:
         """Chat, with the message and the answer checked."""
-        answer = self._answer(message)
+        answer = self.options.answer(message)
         if self._query_blocked(answer):
             return self._refused(answer, stream=False)  # type: ignore[no-any-return]
         if chat_history is not None:
@@ -214,10 +215,8 @@ class GuardedChatEngine(BaseChatEngine):
         try:
             response = self._bound(answer).chat(message)
         except UnsafeContentError as err:
-            if not self._ours(err, answer):
-                raise
-            for m in self._remembered(self._memory.get_all(), message, answer):
-                self._memory.put(m)
+            self._claim(err, answer)
+            self._remember(message, answer)
             return self._refused(answer, stream=False)  # type: ignore[no-any-return]
         response.metadata = {**(response.metadata or {}), self.metadata_key: answer.record}
         return response  # type: ignore[no-any-return]
@@ -226,7 +225,7 @@ class GuardedChatEngine(BaseChatEngine):
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> AgentChatResponse:
         """Async twin of `chat`."""
-        answer = self._answer(message)
+        answer = self.options.answer(message)
         if await self._aquery_blocked(answer):
             return self._refused(answer, stream=False)  # type: ignore[no-any-return]
         if chat_history is not None:
@@ -234,10 +233,8 @@ class GuardedChatEngine(BaseChatEngine):
         try:
             response = await self._bound(answer).achat(message)
         except UnsafeContentError as err:
-            if not self._ours(err, answer):
-                raise
-            for m in self._remembered(await self._memory.aget_all(), message, answer):
-                await self._memory.aput(m)
+            self._claim(err, answer)
+            await self._aremember(message, answer)
             return self._refused(answer, stream=False)  # type: ignore[no-any-return]
         response.metadata = {**(response.metadata or {}), self.metadata_key: answer.record}
         return response  # type: ignore[no-any-return]
@@ -246,7 +243,7 @@ class GuardedChatEngine(BaseChatEngine):
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> StreamingAgentChatResponse:
         """Stream the answer: only cleared text, then the ending."""
-        answer = self._answer(message)
+        answer = self.options.answer(message)
         if self._query_blocked(answer):
             return self._refused(answer, stream=True)  # type: ignore[no-any-return]
         if chat_history is not None:
@@ -255,10 +252,8 @@ class GuardedChatEngine(BaseChatEngine):
         try:
             inner = self._bound(answer).stream_chat(message)
         except UnsafeContentError as err:  # a whole output before the stream (condensing)
-            if not self._ours(err, answer):
-                raise
-            for m in self._remembered(self._memory.get_all(), message, answer):
-                self._memory.put(m)
+            self._claim(err, answer)
+            self._remember(message, answer)
             return self._refused(answer, stream=True)  # type: ignore[no-any-return]
         return self._streamed(inner, answer, chat_stream=_consumer(inner, answer))
 
@@ -266,7 +261,7 @@ class GuardedChatEngine(BaseChatEngine):
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> StreamingAgentChatResponse:
         """Async twin of `stream_chat` (read it with ``async_response_gen()``)."""
-        answer = self._answer(message)
+        answer = self.options.answer(message)
         if await self._aquery_blocked(answer):
             return self._refused(answer, stream=True, is_async=True)  # type: ignore[no-any-return]
         if chat_history is not None:
@@ -275,12 +270,18 @@ class GuardedChatEngine(BaseChatEngine):
         try:
             inner = await self._bound(answer).astream_chat(message)
         except UnsafeContentError as err:
-            if not self._ours(err, answer):
-                raise
-            for m in self._remembered(await self._memory.aget_all(), message, answer):
-                await self._memory.aput(m)
+            self._claim(err, answer)
+            await self._aremember(message, answer)
             return self._refused(answer, stream=True, is_async=True)  # type: ignore[no-any-return]
         return self._streamed(inner, answer, achat_stream=_aconsumer(inner, answer))
+
+    def _remember(self, message: str, answer: GuardedAnswer) -> None:
+        for m in self._remembered(self._memory.get_all(), message, answer):
+            self._memory.put(m)
+
+    async def _aremember(self, message: str, answer: GuardedAnswer) -> None:
+        for m in self._remembered(await self._memory.aget_all(), message, answer):
+            await self._memory.aput(m)
 
     def _query_blocked(self, answer: GuardedAnswer) -> bool:
         if not self.check_query:
@@ -317,7 +318,9 @@ def _is_ending(answer: GuardedAnswer, seen: int) -> bool:
     return answer.blocked_by is not None and seen >= len(answer.released)
 
 
-def _consumer(inner: StreamingAgentChatResponse, answer: GuardedAnswer) -> Generator[ChatResponse, None, None]:
+def _consumer(
+    inner: StreamingAgentChatResponse, answer: GuardedAnswer
+) -> Generator[ChatResponse, None, None]:
     text = ""
     gen = inner.response_gen
     try:
@@ -332,7 +335,9 @@ def _consumer(inner: StreamingAgentChatResponse, answer: GuardedAnswer) -> Gener
         yield _item(text, piece)
 
 
-async def _aconsumer(inner: StreamingAgentChatResponse, answer: GuardedAnswer) -> AsyncGenerator[ChatResponse, None]:
+async def _aconsumer(
+    inner: StreamingAgentChatResponse, answer: GuardedAnswer
+) -> AsyncGenerator[ChatResponse, None]:
     text = ""
     gen = inner.async_response_gen()
     try:

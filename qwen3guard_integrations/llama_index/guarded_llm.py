@@ -84,7 +84,7 @@ class GuardedLLM(LLM):
             output_parser=inner.output_parser,
             pydantic_program_mode=inner.pydantic_program_mode,
             query_wrapper_prompt=inner.query_wrapper_prompt,
-        )
+        )  # type: ignore[call-arg]
         self._answer = answer
 
     @classmethod

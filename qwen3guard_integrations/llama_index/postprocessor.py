@@ -11,9 +11,9 @@ engine = index.as_query_engine(node_postprocessors=[post])
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-import warnings
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field
@@ -114,7 +114,9 @@ class Qwen3GuardNodePostprocessor(BaseNodePostprocessor):
             )
         if kwargs.get("on_unsafe_query") == "empty":
             warnings.warn(
-                'on_unsafe_query="empty" is deprecated; use "drop"', DeprecationWarning, stacklevel=2
+                'on_unsafe_query="empty" is deprecated; use "drop"',
+                DeprecationWarning,
+                stacklevel=2,
             )
             kwargs["on_unsafe_query"] = BlockAction.DROP
         if "on_unsafe_query" in kwargs:
@@ -157,7 +159,9 @@ class Qwen3GuardNodePostprocessor(BaseNodePostprocessor):
                 Qwen3GuardVerdictEvent(verdict=qv, stage="query", blocked=blocked, action=action)
             )
             if blocked:
-                error = UnsafeContentError(qv) if self.on_unsafe_query == BlockAction.RAISE else None
+                error = (
+                    UnsafeContentError(qv) if self.on_unsafe_query == BlockAction.RAISE else None
+                )
                 return [], events, error
         out: list[NodeWithScore] = []
         for i, node in enumerate(nodes):

@@ -11,7 +11,6 @@ response.metadata["qwen3guard"]   # {"query": {...}, "response": {...}, "blocked
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import (
@@ -21,15 +20,14 @@ from llama_index.core.base.response.schema import (
     StreamingResponse,
 )
 from llama_index.core.callbacks import CallbackManager
-from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from ..core.actions import DEFAULT_REFUSAL, BlockAction, check_action, check_refusal
+from ..core.actions import DEFAULT_REFUSAL, BlockAction
 from ..core.errors import ConfigurationError
 from ..guards.gen import Qwen3Guard
 from ..guards.stream import Qwen3StreamGuard
-from .answer import ENGINE_ACTIONS, GuardedAnswer, check_guards
+from .answer import AnswerOptions, GuardedAnswer
 from .events import aemit, emit
 from .postprocessor import METADATA_KEY
 from .streaming import aguard_token_gen, guard_token_gen
@@ -95,35 +93,24 @@ class GuardedQueryEngine(BaseQueryEngine):
                 "query_engine must be a LlamaIndex BaseQueryEngine, not "
                 f"{type(query_engine).__name__}"
             )
-        check_guards("GuardedQueryEngine", guard, stream_guard)
+        self.options = AnswerOptions(
+            "GuardedQueryEngine", guard, stream_guard, on_unsafe, refusal, include_text
+        )
         self.query_engine = query_engine
         self.guard = guard
         self.stream_guard = stream_guard
         self.check_query = check_query
         self.check_response = check_response
-        self.on_unsafe = check_action(on_unsafe, allowed=ENGINE_ACTIONS, option="on_unsafe")
-        self.refusal = check_refusal(refusal)
+        self.on_unsafe = self.options.on_unsafe
+        self.refusal = self.options.refusal
         self.metadata_key = metadata_key
         self.streaming = streaming
-        self.include_text = include_text
         super().__init__(callback_manager)
 
     def _get_prompt_modules(self) -> PromptMixinType:
         return {"query_engine": self.query_engine}
 
     # -- the pure parts: plan, then apply what the one I/O call found --------------------------
-    def _answer(self, query: str) -> GuardedAnswer:
-        """The record of one query (its events belong to the span active now)."""
-        return GuardedAnswer(
-            query=query,
-            guard=self.guard,
-            stream_guard=self.stream_guard,
-            on_unsafe=self.on_unsafe,
-            refusal=self.refusal,
-            span_id=active_span_id.get(),
-            include_text=self.include_text,
-        )
-
     def _streams(self) -> bool:
         """Whether the wrapped engine answers with streams (``streaming``, else its
         synthesizer's own setting)."""
@@ -189,7 +176,7 @@ class GuardedQueryEngine(BaseQueryEngine):
 
     # -- LlamaIndex hooks: the I/O -------------------------------------------------------------
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        answer = self._answer(query_bundle.query_str)
+        answer = self.options.answer(query_bundle.query_str)
         if self.check_query:
             verdict = self.guard.check_prompt(answer.query)
             emit(answer.event(verdict, self.guard.blocks(verdict), "query"))
@@ -204,7 +191,7 @@ class GuardedQueryEngine(BaseQueryEngine):
         return self._checked(answer, response)
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        answer = self._answer(query_bundle.query_str)
+        answer = self.options.answer(query_bundle.query_str)
         if self.check_query:
             verdict = await self.guard.acheck_prompt(answer.query)
             await aemit(answer.event(verdict, self.guard.blocks(verdict), "query"))

@@ -132,9 +132,7 @@ async def _arecorded(
         yield item
 
 
-def guard_token_gen(
-    gen: Iterable[str], answer: GuardedAnswer
-) -> Generator[str, None, None]:
+def guard_token_gen(gen: Iterable[str], answer: GuardedAnswer) -> Generator[str, None, None]:
     """Wrap a sync token generator: cleared text, then the ending (`GuardedAnswer.end`).
     Lazy: nothing runs until the first ``next``."""
     answer.record["complete"] = False

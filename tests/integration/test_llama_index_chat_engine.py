@@ -250,7 +250,7 @@ async def test_a_safe_turn_passes_whole_and_is_remembered(
     assert not any(e.blocked for e in _verdicts(events))
     # a safe stream has no trip, so no stream verdict (as GuardedQueryEngine)
     stages = [e.stage for e in _verdicts(events)]
-    assert stages == ["query"] if "stream" in how else ["query", "response"]
+    assert stages == (["query"] if "stream" in how else ["query", "response"])
     record = seen.response.metadata[METADATA_KEY]
     assert record["blocked"] is None and record["query"]["level"] == "Safe"
 

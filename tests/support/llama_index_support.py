@@ -93,25 +93,7 @@ class ScriptedLLM(MockLLM):
 
 
 # the same answer turning Violent mid-stream (the piece " bomb" completes the trigger)
-BOMB_ANSWER = [
-    "Paris",
-    " is",
-    " lovely",
-    ".",
-    " Sure",
-    ",",
-    " first",
-    " you",
-    " build",
-    " the",
-    " bomb",
-    " and",
-    " then",
-    " you",
-    " run",
-    " away",
-    ".",
-]
+BOMB_ANSWER = [*UNSAFE_ANSWER[:8], " build", " the", " bomb", *UNSAFE_ANSWER[12:]]
 
 #: The events the wrapped LLM itself sends (its own trace: what it generated, as it generated
 #: it). Everything else a handler receives is checked for leaks.
