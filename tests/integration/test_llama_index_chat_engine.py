@@ -59,8 +59,8 @@ ANSWERS = {
     "bomb": (BOMB_ANSWER, BOMB_ANSWER.index(" bomb")),
 }
 # the re-tokenizer holds back the word being typed and the debounce window one token: the LLM
-# is read at most this many pieces past the one that completes the trigger
-AFTER_BLOCK = 4
+# is read at most this many pieces past the one that completes the trigger (measured: 3)
+AFTER_BLOCK = 3
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +139,12 @@ def _verdicts(events: Collector) -> list[Any]:
     return events.of("Qwen3GuardVerdictEvent")
 
 
-def _assert_no_leak(seen: Seen, engine: GuardedChatEngine, events: Collector) -> None:
+def _assert_no_leak(seen: Seen, engine: Any, events: Collector) -> None:
     """No trigger in what the consumer got, in the engine's memory, or in any event a handler
     received (but the wrapped LLM's own trace events and the verdict's audit field)."""
     history = "\n".join(str(m.content) for m in engine.chat_history)
-    channels = {"pieces": seen.text, "history": history}
+    deltas = [e.delta for e in events.of("StreamChatDeltaReceivedEvent")]
+    channels = {"pieces": seen.text, "history": history, "joined deltas": "".join(deltas)}
     for e in events.events:
         if e.class_name() not in LLM_TRACE_EVENTS:
             channels[e.class_name()] = channels.get(e.class_name(), "") + event_text(e)
@@ -163,7 +164,7 @@ def _assert_blocked_turn(
     if streamed:
         # released text is a cleared prefix of the answer; the LLM was stopped right after
         assert llm.answer.startswith(seen.text.removesuffix("\n\n" + DEFAULT_REFUSAL))
-        assert trip < llm.pulled <= trip + AFTER_BLOCK, llm.pulled
+        assert 0 <= llm.pulled - (trip + 1) <= AFTER_BLOCK, llm.pulled
         assert blocked[0].verdict.token_index is not None
     # the engine's memory holds the user's turn and the refusal, never the blocked answer
     history = engine.chat_history
@@ -173,6 +174,24 @@ def _assert_blocked_turn(
 
 
 # -- a blocked answer, in every mode and every way of calling ------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+def test_without_the_wrapper_the_answer_leaks_through_every_channel(
+    index, events: Collector, mode: str
+) -> None:  # type: ignore[no-untyped-def]
+    """The control: the same engine unguarded fails the leak check (so the check can fail)."""
+    llm = ScriptedLLM(UNSAFE_ANSWER)
+    engine = index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=10)
+    seen = Seen(pieces=list(engine.stream_chat(SAFE_QUERY).response_gen))
+    assert llm.pulled == len(UNSAFE_ANSWER)  # read to the end
+    for channel in ("pieces", "history", "joined deltas"):
+        with pytest.raises(AssertionError, match=channel):
+            _assert_no_leak(seen, engine, events)
+        if channel == "pieces":
+            seen.pieces = []
+        elif channel == "history":
+            engine.reset()
+
+
 @pytest.mark.parametrize("trigger", sorted(ANSWERS))
 @pytest.mark.parametrize("how", ["chat", "stream_chat"])
 @pytest.mark.parametrize("mode", MODES)
@@ -190,6 +209,9 @@ def test_an_answer_that_turns_unsafe_never_reaches_the_user(
         record = seen.response.metadata[METADATA_KEY]
         assert record["blocked"] == "stream" and record["complete"] is True
         assert record["response"]["text_until"] is None  # no flagged text in the metadata
+        # the stream is read after stream_chat returned; its verdict still belongs to the turn
+        query_event, stream_event = _verdicts(events)
+        assert stream_event.span_id is not None and stream_event.span_id == query_event.span_id
 
 
 @pytest.mark.parametrize("how", ["achat", "astream_chat"])
