@@ -140,12 +140,12 @@ class GuardedChatEngine(BaseChatEngine):
     def _bound(self, answer: GuardedAnswer) -> Any:
         """A shallow copy of the wrapped engine whose LLM is guarded for this turn."""
         turn = copy.copy(self.engine)
-        turn._llm = GuardedLLM(self.engine._llm, answer)  # type: ignore[attr-defined]
+        turn._llm = GuardedLLM(self.engine._llm, answer)
         return turn
 
     @property
     def _memory(self) -> BaseMemory:
-        return self.engine._memory  # type: ignore[attr-defined,no-any-return]
+        return self.engine._memory
 
     @staticmethod
     def _claim(err: UnsafeContentError, answer: GuardedAnswer) -> None:
@@ -153,16 +153,23 @@ class GuardedChatEngine(BaseChatEngine):
         if answer.blocked_by is None or err.verdict is not answer.blocked_by:
             raise err
 
-    def _refused(self, answer: GuardedAnswer, *, stream: bool, is_async: bool = False) -> Any:
-        """A turn blocked before anything streamed: raise, or the refusal answer."""
+    def _refused(self, answer: GuardedAnswer) -> AgentChatResponse:
+        """A blocked turn of ``chat``: raise, or the refusal answer."""
         if answer.action is BlockAction.RAISE:
             raise answer.error()
-        metadata = {self.metadata_key: answer.record}
-        text = answer.refusal_text()
-        if not stream:
-            return AgentChatResponse(response=text, metadata=metadata)
+        return AgentChatResponse(
+            response=answer.refusal_text(), metadata={self.metadata_key: answer.record}
+        )
+
+    def _refused_stream(
+        self, answer: GuardedAnswer, *, is_async: bool
+    ) -> GuardedStreamingChatResponse:
+        """A turn of ``stream_chat`` blocked before anything streamed: raise, or a stream that
+        yields the refusal."""
+        text = self._refused(answer).response
         answer.record["complete"] = True
         pieces = [text] if text else []
+        metadata = {self.metadata_key: answer.record}
         if is_async:
             return GuardedStreamingChatResponse(
                 achat_stream=_apieces(pieces), is_writing_to_memory=False, metadata=metadata
@@ -209,17 +216,17 @@ class GuardedChatEngine(BaseChatEngine):
         """Chat, with the message and the answer checked."""
         answer = self.options.answer(message)
         if self._query_blocked(answer):
-            return self._refused(answer, stream=False)  # type: ignore[no-any-return]
+            return self._refused(answer)
         if chat_history is not None:
             self._memory.set(chat_history)
         try:
-            response = self._bound(answer).chat(message)
+            response: AgentChatResponse = self._bound(answer).chat(message)
         except UnsafeContentError as err:
             self._claim(err, answer)
             self._remember(message, answer)
-            return self._refused(answer, stream=False)  # type: ignore[no-any-return]
+            return self._refused(answer)
         response.metadata = {**(response.metadata or {}), self.metadata_key: answer.record}
-        return response  # type: ignore[no-any-return]
+        return response
 
     async def achat(
         self, message: str, chat_history: list[ChatMessage] | None = None
@@ -227,17 +234,17 @@ class GuardedChatEngine(BaseChatEngine):
         """Async twin of `chat`."""
         answer = self.options.answer(message)
         if await self._aquery_blocked(answer):
-            return self._refused(answer, stream=False)  # type: ignore[no-any-return]
+            return self._refused(answer)
         if chat_history is not None:
             await self._memory.aset(chat_history)
         try:
-            response = await self._bound(answer).achat(message)
+            response: AgentChatResponse = await self._bound(answer).achat(message)
         except UnsafeContentError as err:
             self._claim(err, answer)
             await self._aremember(message, answer)
-            return self._refused(answer, stream=False)  # type: ignore[no-any-return]
+            return self._refused(answer)
         response.metadata = {**(response.metadata or {}), self.metadata_key: answer.record}
-        return response  # type: ignore[no-any-return]
+        return response
 
     def stream_chat(
         self, message: str, chat_history: list[ChatMessage] | None = None
@@ -245,16 +252,16 @@ class GuardedChatEngine(BaseChatEngine):
         """Stream the answer: only cleared text, then the ending."""
         answer = self.options.answer(message)
         if self._query_blocked(answer):
-            return self._refused(answer, stream=True)  # type: ignore[no-any-return]
+            return self._refused_stream(answer, is_async=False)
         if chat_history is not None:
             self._memory.set(chat_history)
         answer.record["complete"] = False
         try:
-            inner = self._bound(answer).stream_chat(message)
+            inner: StreamingAgentChatResponse = self._bound(answer).stream_chat(message)
         except UnsafeContentError as err:  # a whole output before the stream (condensing)
             self._claim(err, answer)
             self._remember(message, answer)
-            return self._refused(answer, stream=True)  # type: ignore[no-any-return]
+            return self._refused_stream(answer, is_async=False)
         return self._streamed(inner, answer, chat_stream=_consumer(inner, answer))
 
     async def astream_chat(
@@ -263,16 +270,16 @@ class GuardedChatEngine(BaseChatEngine):
         """Async twin of `stream_chat` (read it with ``async_response_gen()``)."""
         answer = self.options.answer(message)
         if await self._aquery_blocked(answer):
-            return self._refused(answer, stream=True, is_async=True)  # type: ignore[no-any-return]
+            return self._refused_stream(answer, is_async=True)
         if chat_history is not None:
             await self._memory.aset(chat_history)
         answer.record["complete"] = False
         try:
-            inner = await self._bound(answer).astream_chat(message)
+            inner: StreamingAgentChatResponse = await self._bound(answer).astream_chat(message)
         except UnsafeContentError as err:
             self._claim(err, answer)
             await self._aremember(message, answer)
-            return self._refused(answer, stream=True, is_async=True)  # type: ignore[no-any-return]
+            return self._refused_stream(answer, is_async=True)
         return self._streamed(inner, answer, achat_stream=_aconsumer(inner, answer))
 
     def _remember(self, message: str, answer: GuardedAnswer) -> None:
