@@ -105,8 +105,8 @@ class GuardedChatEngine(BaseChatEngine):
     def __init__(
         self,
         engine: BaseChatEngine,
-        *,
         guard: Qwen3Guard,
+        *,
         stream_guard: Qwen3StreamGuard | None = None,
         check_query: bool = True,
         on_unsafe: BlockAction | str = BlockAction.RAISE,
