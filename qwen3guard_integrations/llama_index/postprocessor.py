@@ -11,15 +11,17 @@ engine = index.as_query_engine(node_postprocessors=[post])
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from ..core.errors import UnsafeContentError
+from ..core.actions import BlockAction, check_action
+from ..core.errors import ConfigurationError, UnsafeContentError
 from ..core.verdict import Verdict
 from ..guards.gen import Qwen3Guard
 from .events import Qwen3GuardVerdictEvent, aemit, emit
@@ -29,8 +31,10 @@ __all__ = ["METADATA_KEY", "Qwen3GuardNodePostprocessor", "flag_node"]
 #: The metadata key under which verdicts are stored (nodes and responses).
 METADATA_KEY = "qwen3guard"
 
-OnUnsafeNode = Literal["drop", "flag"]
-OnUnsafeQuery = Literal["raise", "empty"]
+#: What a blocked node may become: left out, or passed on flagged.
+NODE_ACTIONS = (BlockAction.DROP, BlockAction.FLAG)
+#: What a blocked query may become: an error, or no nodes at all (``"drop"``).
+QUERY_ACTIONS = (BlockAction.RAISE, BlockAction.DROP)
 
 
 def flag_node(node: NodeWithScore, verdict: Verdict, key: str = METADATA_KEY) -> NodeWithScore:
@@ -76,14 +80,16 @@ class Qwen3GuardNodePostprocessor(BaseNodePostprocessor):
         guard: the `Qwen3Guard` (its policy decides what blocks).
         check_query: check the query string (prompt mode).
         check_nodes: check each node's content as the LLM would see it (``metadata_mode``).
-        on_unsafe_node: ``"drop"`` blocked nodes, or ``"flag"`` them: pass a copy carrying the
-            verdict under ``metadata[metadata_key]`` (excluded from embedding and LLM metadata).
-        on_unsafe_query: ``"raise"`` `UnsafeContentError`, or
-            return ``"empty"`` (no node reaches synthesis).
+        on_unsafe_node: `BlockAction` ``"drop"`` blocked nodes, or ``"flag"`` them: pass a copy
+            carrying the verdict under ``metadata[metadata_key]`` (excluded from embedding and
+            LLM metadata).
+        on_unsafe_query: `BlockAction` ``"raise"`` `UnsafeContentError`, or ``"drop"`` every
+            node (none reaches synthesis; ``"empty"``, its old name, still works and warns).
         metadata_key: the metadata key of flagged copies.
         metadata_mode: which node content is checked (default: what the LLM sees).
 
-    Nodes whose content is blank are passed on unchecked (they hold no text; the guard reads text
+    Bad options or a guard that is not a `Qwen3Guard` raise `ConfigurationError` at
+    construction. Nodes whose content is blank are passed on unchecked (they hold no text; the guard reads text
     only, so the images of multimodal nodes are not checked). Every verdict is also sent as a
     `Qwen3GuardVerdictEvent`.
     """
@@ -91,12 +97,32 @@ class Qwen3GuardNodePostprocessor(BaseNodePostprocessor):
     guard: Qwen3Guard = Field(exclude=True, description="The Qwen3Guard Gen guard.")
     check_query: bool = True
     check_nodes: bool = True
-    on_unsafe_node: OnUnsafeNode = "drop"
-    on_unsafe_query: OnUnsafeQuery = "raise"
+    on_unsafe_node: BlockAction = BlockAction.DROP
+    on_unsafe_query: BlockAction = BlockAction.RAISE
     metadata_key: str = METADATA_KEY
     metadata_mode: MetadataMode = MetadataMode.LLM
 
     def __init__(self, guard: Qwen3Guard, **kwargs: Any) -> None:
+        if not isinstance(guard, Qwen3Guard):
+            raise ConfigurationError(
+                "Qwen3GuardNodePostprocessor needs a Qwen3Guard (the Gen guard), got "
+                f"{type(guard).__name__}"
+            )
+        if "on_unsafe_node" in kwargs:
+            kwargs["on_unsafe_node"] = check_action(
+                kwargs["on_unsafe_node"], allowed=NODE_ACTIONS, option="on_unsafe_node"
+            )
+        if kwargs.get("on_unsafe_query") == "empty":
+            warnings.warn(
+                'on_unsafe_query="empty" is deprecated; use "drop"',
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            kwargs["on_unsafe_query"] = BlockAction.DROP
+        if "on_unsafe_query" in kwargs:
+            kwargs["on_unsafe_query"] = check_action(
+                kwargs["on_unsafe_query"], allowed=QUERY_ACTIONS, option="on_unsafe_query"
+            )
         super().__init__(guard=guard, **kwargs)  # type: ignore[call-arg]
 
     @classmethod
@@ -128,12 +154,14 @@ class Qwen3GuardNodePostprocessor(BaseNodePostprocessor):
         if plan.query_at is not None:
             qv = verdicts[plan.query_at]
             blocked = self.guard.blocks(qv)
-            action: str = self.on_unsafe_query if blocked else "allow"
+            action: str = BlockAction(self.on_unsafe_query).value if blocked else "allow"
             events.append(
                 Qwen3GuardVerdictEvent(verdict=qv, stage="query", blocked=blocked, action=action)
             )
             if blocked:
-                error = UnsafeContentError(qv) if self.on_unsafe_query == "raise" else None
+                error = (
+                    UnsafeContentError(qv) if self.on_unsafe_query == BlockAction.RAISE else None
+                )
                 return [], events, error
         out: list[NodeWithScore] = []
         for i, node in enumerate(nodes):
@@ -143,7 +171,7 @@ class Qwen3GuardNodePostprocessor(BaseNodePostprocessor):
                 continue
             v = verdicts[at]
             blocked = self.guard.blocks(v)
-            action = self.on_unsafe_node if blocked else "allow"
+            action = BlockAction(self.on_unsafe_node).value if blocked else "allow"
             events.append(
                 Qwen3GuardVerdictEvent(
                     verdict=v, stage="node", blocked=blocked, action=action, node_id=node.node_id
@@ -151,7 +179,7 @@ class Qwen3GuardNodePostprocessor(BaseNodePostprocessor):
             )
             if not blocked:
                 out.append(node)
-            elif self.on_unsafe_node == "flag":
+            elif self.on_unsafe_node == BlockAction.FLAG:
                 out.append(flag_node(node, v, self.metadata_key))
         return out, events, None
 

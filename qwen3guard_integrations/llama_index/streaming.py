@@ -1,191 +1,151 @@
-"""Guarded token generators for ``StreamingResponse.response_gen`` (sync and async).
+"""Guarded token streams: only text a guard has cleared is released (sync and async).
 
-With a `Qwen3StreamGuard`, every piece the LLM streams is fed to
-a Stream session through a `HoldBack`:
-only text the Stream head has moderated and settled is yielded, so the token that turns the
-answer unsafe is never yielded, and the LLM's generator is closed at once.
+With a `Qwen3StreamGuard`, every piece the LLM streams goes through `HoldBack.run`
+(`HoldBack.arun` over an `AsyncStreamSession`): only text the Stream head has moderated and
+settled is released, the token that turns the answer unsafe never is, and the LLM's generator
+is closed at once.
 
-Without one, the answer is buffered whole, checked with the Gen guard (response mode, with the
-query as context), and released only when allowed: no unchecked text is ever yielded, but nothing
-is yielded before the LLM has finished.
+Without one, the answer is buffered whole and checked with the Gen guard
+(`buffer_and_check`, response mode, the query as context); its pieces are released, one by
+one, only when it is allowed: nothing unchecked is ever released, but nothing is released before
+the LLM has finished.
+
+`release` / `arelease` yield the cleared text and leave the verdict in the
+`GuardedAnswer`; `guard_token_gen` / `aguard_token_gen` add the ending (the error, or the
+refusal as a piece of its own) for a ``StreamingResponse.response_gen``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import warnings
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Generator, Iterable
+from typing import Any
 
-from ..core.errors import UnsafeContentError
-from ..core.verdict import Verdict
-from ..guards.gen import Qwen3Guard
-from ..guards.holdback import HoldBack, Release
-from ..guards.stream import Qwen3StreamGuard
-from .events import Qwen3GuardVerdictEvent, Stage, aemit, emit
+from ..guards.holdback import HoldBack, Release, TextOf, abuffer_and_check, buffer_and_check
+from .answer import GuardedAnswer
+from .events import Qwen3GuardVerdictEvent, aemit, emit
 
-__all__ = ["OnUnsafe", "StreamGuardConfig", "aguard_token_gen", "guard_token_gen"]
+__all__ = ["GuardedAnswer", "aguard_token_gen", "arelease", "guard_token_gen", "release"]
 
-#: What a blocked answer becomes: an `UnsafeContentError`, or the refusal text.
-OnUnsafe = Literal["raise", "refuse"]
+# the old names, kept for one minor release: getting one warns with its new name
+DEPRECATED_NAMES = {"StreamGuardConfig": "GuardedAnswer", "OnUnsafe": "BlockAction"}
 
 
-@dataclass
-class StreamGuardConfig:
-    """How one streamed answer is guarded.
+def old_name(name: str, *, stacklevel: int = 3) -> Any:
+    """The object behind a deprecated name (`DEPRECATED_NAMES`), with a `DeprecationWarning`."""
+    from ..core.actions import BlockAction
 
-    Attributes:
-        query: the query text (the conversation's user turn).
-        guard: the Gen guard (used when ``stream_guard`` is None).
-        stream_guard: the Stream guard, or None to buffer and check with ``guard``.
-        on_unsafe: ``"raise"`` (the generator raises `UnsafeContentError`) or
-            ``"refuse"`` (the generator yields ``refusal`` and ends; nothing when it is empty).
-        refusal: the text yielded after a block under ``"refuse"``.
-        span_id: the LlamaIndex span the stream's events belong to (the query's span; the
-            stream is read after it has closed). None: the span active when the event is sent.
-        record: a dict updated in place: ``"response"`` (the verdict's ``to_dict()``; None while
-            the Stream head finds nothing), ``"blocked"`` (``"stream"``/``"response"`` or None)
-            and ``"complete"`` (True once the stream ended).
-    """
-
-    query: str
-    guard: Qwen3Guard
-    stream_guard: Qwen3StreamGuard | None
-    on_unsafe: OnUnsafe = "raise"
-    refusal: str = ""
-    span_id: str | None = None
-    record: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def stage(self) -> Stage:
-        """``"stream"`` with a Stream guard, else ``"response"``."""
-        return "stream" if self.stream_guard is not None else "response"
-
-    def event(self, verdict: Verdict, blocked: bool) -> Qwen3GuardVerdictEvent:
-        """Record ``verdict`` and build its event."""
-        self.record["response"] = verdict.to_dict()
-        if blocked:
-            self.record["blocked"] = self.stage
-        action = self.on_unsafe if blocked else "allow"
-        event = Qwen3GuardVerdictEvent(
-            verdict=verdict, stage=self.stage, blocked=blocked, action=action
-        )
-        if self.span_id is not None:
-            event.span_id = self.span_id
-        return event
-
-    def end(self, blocked_by: Verdict | None) -> Iterator[str]:
-        """After the last release: raise, or yield the refusal, for a blocked answer."""
-        self.record["complete"] = True
-        if blocked_by is None:
-            return
-        if self.on_unsafe == "raise":
-            raise UnsafeContentError(blocked_by)
-        if self.refusal:
-            yield self.refusal
+    new = DEPRECATED_NAMES[name]
+    warnings.warn(f"{name} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
+    return GuardedAnswer if new == "GuardedAnswer" else BlockAction
 
 
-def _close(gen: object) -> None:
-    close: Callable[[], object] | None = getattr(gen, "close", None)
-    if close is not None:
-        close()
+def __getattr__(name: str) -> Any:
+    if name in DEPRECATED_NAMES:
+        return old_name(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-async def _aclose(gen: object) -> None:
-    aclose: Callable[[], Any] | None = getattr(gen, "aclose", None)
-    if aclose is not None:
-        await aclose()
-
-
-def guard_token_gen(gen: Iterator[str], cfg: StreamGuardConfig) -> Generator[str, None, None]:
-    """Wrap a sync token generator; see the module docstring. Lazy: nothing runs until the
-    first ``next``."""
-    cfg.record.setdefault("response", None)
-    cfg.record.setdefault("blocked", None)
-    cfg.record["complete"] = False
-    if cfg.stream_guard is None:
-        yield from _buffered(gen, cfg)
+def release(
+    items: Iterable[Any], answer: GuardedAnswer, *, text_of: TextOf | None = None
+) -> Generator[str, None, None]:
+    """Yield the cleared text of ``items`` (pieces, or stream items read with ``text_of``);
+    the verdict goes into ``answer`` and its event is sent. ``items`` is closed at a block."""
+    if answer.stream_guard is None:
+        pieces: list[str] = []
+        recorded = _recorded(items, pieces, text_of)
+        for rel in buffer_and_check(answer.guard, answer.query, recorded, text_of=text_of):
+            texts, event = _settle(rel, answer, pieces)
+            if event is not None:
+                emit(event)
+            yield from texts
         return
-    blocked_by: Verdict | None = None
-    with cfg.stream_guard.session(cfg.query) as session:
-        hold = HoldBack(session)
+    with answer.stream_guard.session(answer.query) as session:
+        releases = HoldBack(session).run(items, text_of=text_of)
         try:
-            for piece in gen:
-                rel = hold.push(piece)
-                if rel.text:
-                    yield rel.text
-                if rel.blocked:
-                    blocked_by = _blocked(rel)
-                    break
-            else:
-                rel = hold.finish()
-                if rel.text:
-                    yield rel.text
-                blocked_by = _blocked(rel) if rel.blocked else None
+            for rel in releases:
+                texts, event = _settle(rel, answer, [rel.text])
+                if event is not None:
+                    emit(event)
+                yield from texts
         finally:
-            _close(gen)
-        if hold.verdict is not None:
-            emit(cfg.event(hold.verdict, blocked_by is not None))
-    yield from cfg.end(blocked_by)
+            releases.close()  # type: ignore[attr-defined]
 
 
-def _buffered(gen: Iterator[str], cfg: StreamGuardConfig) -> Iterator[str]:
-    pieces = list(gen)
-    text = "".join(pieces)
-    blocked_by: Verdict | None = None
-    if text.strip():
-        verdict = cfg.guard.check_response(cfg.query, text)
-        blocked = cfg.guard.blocks(verdict)
-        emit(cfg.event(verdict, blocked))
-        blocked_by = verdict if blocked else None
-    if blocked_by is None:
-        yield from pieces
-    yield from cfg.end(blocked_by)
+async def arelease(
+    items: AsyncIterable[Any], answer: GuardedAnswer, *, text_of: TextOf | None = None
+) -> AsyncGenerator[str, None]:
+    """Async twin of `release` (over an `AsyncStreamSession`)."""
+    if answer.stream_guard is None:
+        pieces: list[str] = []
+        recorded = _arecorded(items, pieces, text_of)
+        async for rel in abuffer_and_check(answer.guard, answer.query, recorded, text_of=text_of):
+            texts, event = _settle(rel, answer, pieces)
+            if event is not None:
+                await aemit(event)
+            for text in texts:
+                yield text
+        return
+    async with answer.stream_guard.asession(answer.query) as asession:
+        releases = HoldBack(asession).arun(items, text_of=text_of)
+        try:
+            async for rel in releases:
+                texts, event = _settle(rel, answer, [rel.text])
+                if event is not None:
+                    await aemit(event)
+                for text in texts:
+                    yield text
+        finally:
+            await releases.aclose()  # type: ignore[attr-defined]
+
+
+def _settle(
+    rel: Release, answer: GuardedAnswer, texts: list[str]
+) -> tuple[list[str], Qwen3GuardVerdictEvent | None]:
+    """What a release lets out (a buffered answer's pieces only once it is allowed) and, on
+    the last release, the verdict's event (recorded in ``answer``)."""
+    event = None
+    if rel.done and rel.verdict is not None:
+        event = answer.event(rel.verdict, rel.blocked)
+    if rel.blocked or (answer.stream_guard is None and not rel.done):
+        return [], event
+    return [answer.release(t) for t in texts if t], event
+
+
+def _recorded(
+    items: Iterable[Any], pieces: list[str], text_of: TextOf | None
+) -> Generator[Any, None, None]:
+    for item in items:
+        piece = text_of(item) if text_of is not None else item
+        if isinstance(piece, str) and piece:
+            pieces.append(piece)
+        yield item
+
+
+async def _arecorded(
+    items: AsyncIterable[Any], pieces: list[str], text_of: TextOf | None
+) -> AsyncIterator[Any]:
+    async for item in items:
+        piece = text_of(item) if text_of is not None else item
+        if isinstance(piece, str) and piece:
+            pieces.append(piece)
+        yield item
+
+
+def guard_token_gen(gen: Iterable[str], answer: GuardedAnswer) -> Generator[str, None, None]:
+    """Wrap a sync token generator: cleared text, then the ending (`GuardedAnswer.end`).
+    Lazy: nothing runs until the first ``next``."""
+    answer.record["complete"] = False
+    yield from release(gen, answer)
+    yield from answer.end()
 
 
 async def aguard_token_gen(
-    gen: AsyncIterator[str], cfg: StreamGuardConfig
+    gen: AsyncIterable[str], answer: GuardedAnswer
 ) -> AsyncGenerator[str, None]:
-    """Async twin of `guard_token_gen`: model calls run in worker threads."""
-    cfg.record.setdefault("response", None)
-    cfg.record.setdefault("blocked", None)
-    cfg.record["complete"] = False
-    blocked_by: Verdict | None = None
-    if cfg.stream_guard is None:
-        pieces = [piece async for piece in gen]
-        text = "".join(pieces)
-        if text.strip():
-            verdict = await cfg.guard.acheck_response(cfg.query, text)
-            blocked = cfg.guard.blocks(verdict)
-            await aemit(cfg.event(verdict, blocked))
-            blocked_by = verdict if blocked else None
-        if blocked_by is None:
-            for piece in pieces:
-                yield piece
-    else:
-        async with cfg.stream_guard.asession(cfg.query) as asession:
-            hold = HoldBack(asession.session)
-            try:
-                async for piece in gen:
-                    rel = await hold.apush(piece)
-                    if rel.text:
-                        yield rel.text
-                    if rel.blocked:
-                        blocked_by = _blocked(rel)
-                        break
-                else:
-                    rel = await hold.afinish()
-                    if rel.text:
-                        yield rel.text
-                    blocked_by = _blocked(rel) if rel.blocked else None
-            finally:
-                await _aclose(gen)
-            if hold.verdict is not None:
-                await aemit(cfg.event(hold.verdict, blocked_by is not None))
-    for text in cfg.end(blocked_by):
+    """Async twin of `guard_token_gen`."""
+    answer.record["complete"] = False
+    async for text in arelease(gen, answer):
         yield text
-
-
-def _blocked(rel: Release) -> Verdict:
-    """The verdict of a blocked release (always set when the policy blocks)."""
-    assert rel.verdict is not None, "a blocked release carries its verdict"
-    return rel.verdict
+    for text in answer.end():
+        yield text

@@ -24,6 +24,7 @@ from llama_index.core.base.response.schema import (
 import qwen3guard_integrations.llama_index as li
 from qwen3guard_integrations import (
     Category,
+    ConfigurationError,
     InvalidInputError,
     Level,
     Qwen3Guard,
@@ -32,6 +33,7 @@ from qwen3guard_integrations import (
     UnsafeContentError,
     Verdict,
 )
+from qwen3guard_integrations.core.actions import BlockAction
 from qwen3guard_integrations.llama_index import (
     DEFAULT_REFUSAL,
     METADATA_KEY,
@@ -117,6 +119,43 @@ def test_bad_arguments_raise_a_clear_error(guard: Qwen3Guard, index) -> None:  #
         )  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         GuardedQueryEngine(object(), guard)  # type: ignore[arg-type]
+
+
+def test_options_and_guards_are_checked_at_construction(
+    guard: Qwen3Guard,
+    stream_guard: Qwen3StreamGuard,
+    index,  # type: ignore[no-untyped-def]
+) -> None:
+    inner = index.as_query_engine(llm=ScriptedLLM(SAFE_ANSWER))
+    with pytest.raises(ConfigurationError, match="on_unsafe must be one of 'raise', 'refuse'"):
+        GuardedQueryEngine(inner, guard, on_unsafe="drop")
+    with pytest.raises(ConfigurationError, match=r"Qwen3Guard .*stream_guard="):
+        GuardedQueryEngine(inner, stream_guard)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="Qwen3StreamGuard"):
+        GuardedQueryEngine(inner, guard, stream_guard=guard)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="refusal"):
+        GuardedQueryEngine(inner, guard, refusal="{answer}")
+    with pytest.raises(ConfigurationError, match="Qwen3Guard"):
+        Qwen3GuardNodePostprocessor(stream_guard)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="on_unsafe_node"):
+        Qwen3GuardNodePostprocessor(guard, on_unsafe_node="raise")
+    with pytest.raises(ConfigurationError, match="on_unsafe_query"):
+        Qwen3GuardNodePostprocessor(guard, on_unsafe_query="flag")
+    assert GuardedQueryEngine(inner, guard, on_unsafe=BlockAction.REFUSE).on_unsafe == "refuse"
+
+
+def test_old_names_still_import_and_say_their_new_name(guard: Qwen3Guard) -> None:
+    with pytest.warns(DeprecationWarning, match="use GuardedAnswer"):
+        from qwen3guard_integrations.llama_index import StreamGuardConfig
+    assert StreamGuardConfig is li.GuardedAnswer
+    with pytest.warns(DeprecationWarning, match="use BlockAction"):
+        assert li.OnUnsafe is BlockAction
+    with pytest.warns(DeprecationWarning, match="use GuardedAnswer"):
+        from qwen3guard_integrations.llama_index.streaming import StreamGuardConfig as old
+    assert old is li.GuardedAnswer
+    with pytest.warns(DeprecationWarning, match='use "drop"'):
+        post = Qwen3GuardNodePostprocessor(guard, on_unsafe_query="empty")
+    assert post.on_unsafe_query is BlockAction.DROP
 
 
 # -- whole answers -----------------------------------------------------------------------------
@@ -280,7 +319,8 @@ def test_a_blocked_stream_can_end_with_the_refusal(
         index, llm, guard, streaming=True, stream_guard=stream_guard, on_unsafe="refuse"
     )
     got = list(engine.query(SAFE_QUERY).response_gen)
-    assert got[-1] == DEFAULT_REFUSAL
+    # the refusal is a piece of its own, never glued onto the last released word
+    assert got[-1] == "\n\n" + DEFAULT_REFUSAL
     assert TRIGGER not in "".join(got[:-1]) and llm.answer.startswith("".join(got[:-1]))
 
 

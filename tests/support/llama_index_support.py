@@ -92,6 +92,29 @@ class ScriptedLLM(MockLLM):
         return gen()
 
 
+# the same answer turning Violent mid-stream (the piece " bomb" completes the trigger)
+BOMB_ANSWER = [*UNSAFE_ANSWER[:8], " build", " the", " bomb", *UNSAFE_ANSWER[12:]]
+
+#: The events the wrapped LLM itself sends (its own trace: what it generated, as it generated
+#: it). Everything else a handler receives is checked for leaks.
+LLM_TRACE_EVENTS = frozenset(
+    {
+        "LLMCompletionInProgressEvent",
+        "LLMCompletionEndEvent",
+        "LLMChatInProgressEvent",
+        "LLMChatEndEvent",
+    }
+)
+
+
+def event_text(event: BaseEvent) -> str:
+    """Everything an event carries, as text; a verdict event without its audit field
+    ``verdict.text_until`` (kept for audit, documented)."""
+    if event.class_name() == "Qwen3GuardVerdictEvent":
+        return repr(event.model_dump(exclude={"verdict": {"text_until"}}))
+    return repr(event)
+
+
 def build_index(texts: tuple[str, ...] = ALL_DOCS) -> VectorStoreIndex:
     """A real in-memory vector index over one document per text."""
     docs = [Document(text=t, id_=f"doc-{i}") for i, t in enumerate(texts)]
