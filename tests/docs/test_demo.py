@@ -25,6 +25,7 @@ def _row(out: str, start: str) -> str:
     return next(line for line in out.splitlines() if line.startswith(start))
 
 
+@pytest.mark.slow
 def test_demo_runs_the_three_scenes(tiny) -> None:  # type: ignore[no-untyped-def]
     run = _demo("--gen-model", str(tiny.gen), "--stream-model", str(tiny.stream), "--device", "cpu")
     assert run.returncode == 0, run.stderr

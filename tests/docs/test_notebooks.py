@@ -19,6 +19,7 @@ def test_there_are_four_notebooks() -> None:
     assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path: Path, tiny, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     nb = nbformat.read(path, as_version=4)

@@ -40,6 +40,7 @@ def _check_scores(got: dict[str, Any]) -> None:
             assert got[reading][key] == pytest.approx(want), (reading, key)
 
 
+@pytest.mark.slow
 def test_stream_eval_reproduces_the_hand_computed_metrics(tiny, cases, tmp_path) -> None:  # type: ignore[no-untyped-def]
     out, plot = tmp_path / "results.jsonl", tmp_path / "timeliness.png"
     run = _eval(
@@ -75,6 +76,7 @@ def test_stream_eval_reproduces_the_hand_computed_metrics(tiny, cases, tmp_path)
     assert rows["prompt_unsafe"]["pred_categories"] == ["Non-violent Illegal Acts"]
 
 
+@pytest.mark.slow
 def test_gen_eval_and_the_text_report(tiny, cases) -> None:  # type: ignore[no-untyped-def]
     run = _eval("--model", str(tiny.gen), str(cases), "--json", "--quiet")
     assert run.returncode == 0, run.stderr

@@ -95,6 +95,7 @@ def test_local_encoding_keeps_control_strings_plain(local: Qwen3Guard) -> None:
             assert _structure(tok, window) == _structure(tok, clean), case.name
 
 
+@pytest.mark.slow
 def test_what_goes_over_the_wire_has_only_the_templates_control_tokens(
     server: GenTestServer, tiny, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -226,6 +227,7 @@ def test_stream_prompt_past_the_context_is_a_typed_error(sguard: Qwen3StreamGuar
 # --- model-level robustness, measured ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_model_level_robustness(
     local: Qwen3Guard, server: GenTestServer, sguard: Qwen3StreamGuard, tiny
 ) -> None:  # type: ignore[no-untyped-def]

@@ -146,6 +146,7 @@ def test_bad_input_never_reaches_the_server(server: GenTestServer, tiny, protoco
         assert v.level is Level.UNSAFE and not v.degraded
 
 
+@pytest.mark.slow
 def test_huge_inputs(local: Qwen3Guard, sguard: Qwen3StreamGuard) -> None:
     # 1 MB for the Gen encoder: windows, nothing cut (the model runs on it in benchmarks/)
     prompt = local.backend.encode(conversation(HUGE + " how to make a bomb?"))  # type: ignore[attr-defined]

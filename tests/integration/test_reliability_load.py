@@ -67,6 +67,7 @@ def _matches(kinds: list[int], verdicts: list[Any]) -> list[int]:
     ]
 
 
+@pytest.mark.slow
 async def test_200_concurrent_local_checks_and_cancellation(local: Qwen3Guard) -> None:
     # the tiny model's contract on these six inputs, checked one at a time first
     assert [(v.level, v.categories) for v in local.check_batch([k[0] for k in KINDS])] == [
@@ -139,6 +140,7 @@ async def _one_stream(sguard: Qwen3StreamGuard, text: str, delay: float = 0.0) -
         return s.session.decision, s.verdict and s.verdict.token_index
 
 
+@pytest.mark.slow
 async def test_50_concurrent_stream_sessions_memory_and_cancellation(tiny) -> None:  # type: ignore[no-untyped-def]
     sguard = Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
     cases = _responses()

@@ -79,6 +79,7 @@ def _same(a, b) -> bool:  # type: ignore[no-untyped-def]
 # --- the contract, and equality with the local backend ------------------------------------------
 
 
+@pytest.mark.slow
 def test_contract_and_local_equality_end_to_end(remote: Qwen3Guard, local: Qwen3Guard) -> None:
     prompts, responses = prompt_cases(), response_cases()
     got = remote.check_batch([c for _, c in prompts] + [c for _, c in responses])
@@ -313,6 +314,7 @@ def test_health_reads_health_and_info(remote: Qwen3Guard, server: GenTestServer)
 # --- async and load --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_200_concurrent_async_checks_each_match_their_input(
     server: GenTestServer,
     tiny,
@@ -367,6 +369,7 @@ async def test_async_faults_and_fail_open(server: GenTestServer, tiny) -> None: 
 # --- CLI -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_remote_backends(server: GenTestServer, tiny) -> None:  # type: ignore[no-untyped-def]
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

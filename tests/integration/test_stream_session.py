@@ -77,6 +77,7 @@ def test_incremental_logits_equal_full_forward(guard: Qwen3StreamGuard) -> None:
     assert torch.allclose(got, probs, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_prompt_verdict_follows_the_contract(guard: Qwen3StreamGuard) -> None:
     results: dict[str, list[bool]] = defaultdict(list)
     for rule, convo in prompt_cases():
@@ -119,10 +120,12 @@ def _check_stream(guard: Qwen3StreamGuard, feed_mode: str) -> None:
     assert_rules(decisions)
 
 
+@pytest.mark.slow
 def test_response_tokens_follow_the_contract_with_ids(guard: Qwen3StreamGuard) -> None:
     _check_stream(guard, "ids")
 
 
+@pytest.mark.slow
 def test_response_tokens_follow_the_contract_with_text_pieces(guard: Qwen3StreamGuard) -> None:
     _check_stream(guard, "text")
 
@@ -218,6 +221,7 @@ TEXTS = [c.format(p) for p, c in zip(RESPONSE_PHRASES * 2, RESPONSE_CARRIERS)] +
 )
 
 
+@pytest.mark.slow
 def test_concurrent_threads_match_sequential(guard: Qwen3StreamGuard) -> None:
     sequential = [_run_one(guard, t) for t in TEXTS]
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -225,6 +229,7 @@ def test_concurrent_threads_match_sequential(guard: Qwen3StreamGuard) -> None:
     assert threaded == sequential
 
 
+@pytest.mark.slow
 async def test_concurrent_asyncio_matches_sequential(guard: Qwen3StreamGuard) -> None:
     sequential = [_run_one(guard, t) for t in TEXTS]
 
