@@ -397,12 +397,14 @@ class RemoteStreamGuard(Qwen3StreamGuard):
 
     def _connect(self) -> Any:
         try:
-            return self._ws_client.connect(
+            ws = self._ws_client.connect(
                 self._ws_url,
                 additional_headers=self._headers,
                 open_timeout=self.timeout,
                 max_size=self.max_message_bytes,
             )
+            # the session owns the connection for its life (closed in close() or on failure)
+            return ws.__enter__()
         except Exception as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             raise BackendConnectionError(

@@ -14,6 +14,7 @@ connection and per process. A failed feed closes its session (its piece was not 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -53,8 +54,7 @@ async def stream_endpoint(websocket: Any, state: ServerState) -> None:
     """Serve Stream sessions on one WebSocket until the client closes it."""
     await websocket.accept()
     if not state.authorized(websocket.headers):
-        await _send(websocket, _error(state, None, None, ErrorType.UNAUTHORIZED, "missing or wrong bearer token", True))
-        await websocket.close(code=4401)
+        await _refuse(websocket, state)
         return
     sessions: dict[str, _Live] = {}
     bucket = TokenBucket(state.limits.pieces_per_second, state.limits.burst)
@@ -86,6 +86,24 @@ async def stream_endpoint(websocket: Any, state: ServerState) -> None:
         for live in sessions.values():
             _close_session(state, live)
         sessions.clear()
+
+
+async def _refuse(websocket: Any, state: ServerState) -> None:
+    """Answer the first frame (within 10 s) with ``Unauthorized``, then close with 4401: the
+    client reads a typed error in its normal request / answer flow."""
+    rid = None
+    try:
+        message = await asyncio.wait_for(websocket.receive(), timeout=10.0)
+        frame = json.loads(message.get("text") or "{}")
+        rid = frame.get("id") if isinstance(frame, dict) else None
+    except Exception:  # no frame, not JSON, gone: the error goes out without an id
+        pass
+    try:
+        error = _error(state, rid, None, ErrorType.UNAUTHORIZED, "missing or wrong bearer token", True)
+        await _send(websocket, error)
+        await websocket.close(code=4401)
+    except Exception:  # the client already left
+        pass
 
 
 async def _handle(
