@@ -95,7 +95,6 @@ class RemoteStreamSession(StreamSession):
                         "debounce": debounce,
                         "think": think,
                         "policy": policy.model_dump(mode="json"),
-                        "trace": tracing.inject(),
                     },
                     expect="opened",
                 )
@@ -290,7 +289,7 @@ class RemoteStreamSession(StreamSession):
                 f"the connection to {self.endpoint} is gone", backend=REMOTE_BACKEND
             )
         rid = next(self._ids)
-        frame = {**frame, "id": rid}
+        frame = {**frame, "id": rid, "trace": tracing.inject()}
         if self.session_id is not None:
             frame["session"] = self.session_id
         try:
