@@ -24,7 +24,9 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--stream-model", help="Stream checkpoint (Hub id or folder)")
     p.add_argument("--gen-url", help="check Gen through this vLLM (/v1) or TGI server instead")
     p.add_argument("--gen-backend", choices=("openai", "tgi"), default="openai")
-    p.add_argument("--gen-tokenizer", help="tokenizer of the served Gen model (default: --gen-model)")
+    p.add_argument(
+        "--gen-tokenizer", help="tokenizer of the served Gen model (default: --gen-model)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")

@@ -34,7 +34,6 @@ from ..core.errors import (
     BackendTimeoutError,
     ConfigurationError,
     InvalidInputError,
-    SessionClosedError,
 )
 from ..core.labels import Level, Role
 from ..core.messages import MessagesInput, prompt_messages
@@ -222,7 +221,9 @@ class RemoteStreamSession(StreamSession):
             if self._degraded is not None:
                 return self._degraded
             self._check_open()
-            with tracing.span(tracing.STREAM_SPAN, {"qwen3guard.op": frame["op"]}, kind="client") as sp:
+            with tracing.span(
+                tracing.STREAM_SPAN, {"qwen3guard.op": frame["op"]}, kind="client"
+            ) as sp:
                 try:
                     reply = self._request(frame, expect="update")
                     update = update_from_wire(reply["update"])
@@ -271,7 +272,9 @@ class RemoteStreamSession(StreamSession):
             endpoint=self.endpoint,
         )
         self._verdict = verdict
-        self._degraded = StreamUpdate((), len(self._ids_seen), self._decision, verdict, False, False)
+        self._degraded = StreamUpdate(
+            (), len(self._ids_seen), self._decision, verdict, False, False
+        )
         return self._degraded
 
     def _drop(self) -> None:
@@ -309,12 +312,15 @@ class RemoteStreamSession(StreamSession):
             reply = json.loads(raw)
         except ValueError:
             raise BackendProtocolError(
-                f"guard server {self.endpoint} sent a frame that is not JSON", backend=REMOTE_BACKEND
+                f"guard server {self.endpoint} sent a frame that is not JSON",
+                backend=REMOTE_BACKEND,
             ) from None
         if not isinstance(reply, dict):
             raise BackendProtocolError("the guard server sent a frame that is not an object")
         if reply.get("op") == "error":
-            err = error_from_wire(reply, status=None, endpoint=self.endpoint, backend=REMOTE_BACKEND)
+            err = error_from_wire(
+                reply, status=None, endpoint=self.endpoint, backend=REMOTE_BACKEND
+            )
             err.session_closed = bool(reply.get("closed", True))  # type: ignore[attr-defined]
             raise err
         if reply.get("op") != expect or reply.get("id") != rid:

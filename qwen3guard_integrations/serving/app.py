@@ -188,10 +188,14 @@ def create_app(
     async def read_json(request: Request) -> Any:
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > state.limits.max_message_bytes:
-            raise _Refused(ErrorType.TOO_LARGE, f"the body is over {state.limits.max_message_bytes} bytes")
+            raise _Refused(
+                ErrorType.TOO_LARGE, f"the body is over {state.limits.max_message_bytes} bytes"
+            )
         body = await request.body()
         if len(body) > state.limits.max_message_bytes:
-            raise _Refused(ErrorType.TOO_LARGE, f"the body is over {state.limits.max_message_bytes} bytes")
+            raise _Refused(
+                ErrorType.TOO_LARGE, f"the body is over {state.limits.max_message_bytes} bytes"
+            )
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -220,7 +224,9 @@ def create_app(
             if batch and (not isinstance(convos, list) or not convos):
                 raise _Refused(ErrorType.INVALID_INPUT, "conversations must be a non-empty list")
             if len(convos) > state.limits.max_batch:
-                raise _Refused(ErrorType.TOO_LARGE, f"a batch holds at most {state.limits.max_batch}")
+                raise _Refused(
+                    ErrorType.TOO_LARGE, f"a batch holds at most {state.limits.max_batch}"
+                )
         except _Refused as exc:
             return fail(exc.error_type, exc.message)
         parent = dict(request.headers)

@@ -48,9 +48,7 @@ class ServerLimits:
             raise ConfigurationError(
                 f"pieces_per_second must be a positive number, got {self.pieces_per_second!r}"
             )
-        if self.burst is not None and (
-            not isinstance(self.burst, (int, float)) or self.burst < 1
-        ):
+        if self.burst is not None and (not isinstance(self.burst, (int, float)) or self.burst < 1):
             raise ConfigurationError(f"burst must be a number >= 1, got {self.burst!r}")
 
 

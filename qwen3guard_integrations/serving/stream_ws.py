@@ -70,9 +70,13 @@ async def stream_endpoint(websocket: Any, state: ServerState) -> None:
                 await _send(
                     websocket,
                     _error(
-                        state, None, None, ErrorType.TOO_LARGE,
+                        state,
+                        None,
+                        None,
+                        ErrorType.TOO_LARGE,
                         f"a frame is at most {state.limits.max_message_bytes} bytes; "
-                        "the connection and its sessions are closed", True,
+                        "the connection and its sessions are closed",
+                        True,
                     ),
                 )
                 await websocket.close(code=1009)
@@ -99,7 +103,9 @@ async def _refuse(websocket: Any, state: ServerState) -> None:
     except Exception:  # no frame, not JSON, gone: the error goes out without an id
         pass
     try:
-        error = _error(state, rid, None, ErrorType.UNAUTHORIZED, "missing or wrong bearer token", True)
+        error = _error(
+            state, rid, None, ErrorType.UNAUTHORIZED, "missing or wrong bearer token", True
+        )
         await _send(websocket, error)
         await websocket.close(code=4401)
     except Exception:  # the client already left
@@ -115,15 +121,21 @@ async def _handle(
         try:
             frame = json.loads(raw)
         except ValueError:
-            raise _FrameError(ErrorType.INVALID_INPUT, "a frame must be a JSON object", closed=False) from None
+            raise _FrameError(
+                ErrorType.INVALID_INPUT, "a frame must be a JSON object", closed=False
+            ) from None
         if not isinstance(frame, dict):
-            raise _FrameError(ErrorType.INVALID_INPUT, "a frame must be a JSON object", closed=False)
+            raise _FrameError(
+                ErrorType.INVALID_INPUT, "a frame must be a JSON object", closed=False
+            )
         rid, sid, op = frame.get("id"), frame.get("session"), frame.get("op")
         if op == "open":
             return await _open(frame, sessions, state)
         live = sessions.get(sid) if isinstance(sid, str) else None
         if live is None:
-            raise _FrameError(ErrorType.SESSION_CLOSED, f"no open session {sid!r} on this connection", closed=True)
+            raise _FrameError(
+                ErrorType.SESSION_CLOSED, f"no open session {sid!r} on this connection", closed=True
+            )
         if op == "close":
             _close_session(state, sessions.pop(sid))
             return {"op": "closed", "id": rid, "session": sid, "replica": state.replica}
@@ -142,9 +154,13 @@ async def _handle(
         return _error(state, rid, sid, exc.error_type, exc.message, exc.closed)
 
 
-async def _open(frame: dict[str, Any], sessions: dict[str, _Live], state: ServerState) -> dict[str, Any]:
+async def _open(
+    frame: dict[str, Any], sessions: dict[str, _Live], state: ServerState
+) -> dict[str, Any]:
     if state.stream is None:
-        raise _FrameError(ErrorType.NOT_CONFIGURED, "this server serves no Stream model", closed=True)
+        raise _FrameError(
+            ErrorType.NOT_CONFIGURED, "this server serves no Stream model", closed=True
+        )
     if len(sessions) >= state.limits.sessions_per_connection:
         raise _FrameError(
             ErrorType.TOO_MANY_SESSIONS,
@@ -152,17 +168,24 @@ async def _open(frame: dict[str, Any], sessions: dict[str, _Live], state: Server
             closed=True,
         )
     if state.live_sessions >= state.limits.max_sessions:
-        raise _FrameError(ErrorType.BUSY, "the Stream engine is full; try another replica", closed=True)
-    trace = frame.get("trace") if isinstance(frame.get("trace"), dict) else {}
+        raise _FrameError(
+            ErrorType.BUSY, "the Stream engine is full; try another replica", closed=True
+        )
+    raw_trace = frame.get("trace")
+    trace: dict[str, str] = dict(raw_trace) if isinstance(raw_trace, dict) else {}
     try:
         policy = Policy.model_validate(frame.get("policy") or {})
         debounce = frame.get("debounce", state.stream.debounce)
         think = frame.get("think", state.stream.think)
     except ValueError as exc:
-        raise _FrameError(ErrorType.CONFIGURATION, f"bad session options: {exc}", closed=True) from None
+        raise _FrameError(
+            ErrorType.CONFIGURATION, f"bad session options: {exc}", closed=True
+        ) from None
     state.live_sessions += 1  # counted before the prompt runs: the slot is taken
     started = time.perf_counter()
-    with tracing.span(tracing.STREAM_SPAN, {"qwen3guard.op": "open"}, kind="server", parent=trace) as sp:
+    with tracing.span(
+        tracing.STREAM_SPAN, {"qwen3guard.op": "open"}, kind="server", parent=trace
+    ) as sp:
         try:
             session = await state.call(
                 "open",
@@ -174,7 +197,7 @@ async def _open(frame: dict[str, Any], sessions: dict[str, _Live], state: Server
             state.live_sessions -= 1
             raise _FrameError(_option_error(exc), _message(exc), closed=True) from None
         sid = f"s{next(_ids)}"
-        live = _Live(session, policy, dict(trace))
+        live = _Live(session, policy, trace)
         sessions[sid] = live
         state.metrics.gauge_add("qwen3guard_live_sessions", 1)
         state.metrics.inc("qwen3guard_stream_sessions_total")
@@ -194,11 +217,15 @@ async def _open(frame: dict[str, Any], sessions: dict[str, _Live], state: Server
     }
 
 
-async def _step(op: str, frame: dict[str, Any], sid: str, sessions: dict[str, _Live], state: ServerState) -> dict[str, Any]:
+async def _step(
+    op: str, frame: dict[str, Any], sid: str, sessions: dict[str, _Live], state: ServerState
+) -> dict[str, Any]:
     live = sessions[sid]
     session = live.session
     parent = frame.get("trace") if isinstance(frame.get("trace"), dict) else live.trace
-    with tracing.span(tracing.STREAM_SPAN, {"qwen3guard.op": op}, kind="server", parent=parent) as sp:
+    with tracing.span(
+        tracing.STREAM_SPAN, {"qwen3guard.op": op}, kind="server", parent=parent
+    ) as sp:
         started = time.perf_counter()
         try:
             if op == "feed":
@@ -263,7 +290,9 @@ def _close_session(state: ServerState, live: _Live) -> None:
         state.metrics.gauge_add("qwen3guard_live_sessions", -1)
 
 
-def _error(state: ServerState, rid: Any, sid: Any, kind: str, message: str, closed: bool) -> dict[str, Any]:
+def _error(
+    state: ServerState, rid: Any, sid: Any, kind: str, message: str, closed: bool
+) -> dict[str, Any]:
     state.metrics.inc("qwen3guard_errors_total", type=kind)
     return {"op": "error", "id": rid, "session": sid, "closed": closed, **error_body(kind, message)}
 

@@ -150,29 +150,29 @@ def test_remote_stream_sessions_equal_local(
     for text in RESPONSES:
         with (
             remote_stream.session("Can you help me?") as r,
-            local_stream.session("Can you help me?") as l,
+            local_stream.session("Can you help me?") as lo,
         ):
             assert isinstance(r, RemoteStreamSession)
-            _same(r.prompt_verdict, l.prompt_verdict)
-            assert r.prompt_ids == l.prompt_ids
+            _same(r.prompt_verdict, lo.prompt_verdict)
+            assert r.prompt_ids == lo.prompt_ids
             for piece in _split(text, rng):
-                a, b = r.feed(piece), l.feed(piece)
+                a, b = r.feed(piece), lo.feed(piece)
                 assert (a.levels, a.start_index, a.decision, a.blocked, a.tripped) == (
                     b.levels, b.start_index, b.decision, b.blocked, b.tripped
                 )  # fmt: skip
-                assert r.settled_ids == l.settled_ids and r.response_ids == l.response_ids
-                assert r.decode_response() == l.decode_response()
-                assert r.decode_response(0, len(r.response_ids) - 1) == l.decode_response(
-                    0, len(l.response_ids) - 1
+                assert r.settled_ids == lo.settled_ids and r.response_ids == lo.response_ids
+                assert r.decode_response() == lo.decode_response()
+                assert r.decode_response(0, len(r.response_ids) - 1) == lo.decode_response(
+                    0, len(lo.response_ids) - 1
                 )
-            assert r.peek().levels == l.peek().levels
-            a, b = r.finish(), l.finish()
+            assert r.peek().levels == lo.peek().levels
+            a, b = r.finish(), lo.finish()
             assert (a.levels, a.decision, a.blocked) == (b.levels, b.decision, b.blocked)
-            assert (r.verdict is None) == (l.verdict is None)
-            if l.verdict is not None:
+            assert (r.verdict is None) == (lo.verdict is None)
+            if lo.verdict is not None:
                 assert r.verdict is not None
                 assert (r.verdict.token_index, r.verdict.text_until) == (
-                    l.verdict.token_index, l.verdict.text_until
+                    lo.verdict.token_index, lo.verdict.text_until
                 )  # fmt: skip
         assert r.closed
         with pytest.raises(SessionClosedError):
@@ -185,9 +185,9 @@ def test_holdback_runs_unchanged_on_a_remote_session(
     rng = random.Random(3)
     for text in (RESPONSES[0], RESPONSES[-1], SAFE_RESPONSES[5]):
         pieces = _split(text, rng)
-        with remote_stream.session("Hi") as r, local_stream.session("Hi") as l:
+        with remote_stream.session("Hi") as r, local_stream.session("Hi") as lo:
             got = [(x.text, x.blocked, x.done) for x in HoldBack(r).run(iter(pieces))]
-            want = [(x.text, x.blocked, x.done) for x in HoldBack(l).run(iter(pieces))]
+            want = [(x.text, x.blocked, x.done) for x in HoldBack(lo).run(iter(pieces))]
         assert got == want
 
 
@@ -213,10 +213,10 @@ def test_ids_are_moderated_as_ids(
     remote_stream: Qwen3StreamGuard, local_stream: Qwen3StreamGuard
 ) -> None:
     ids = local_stream.tokenizer(RESPONSES[0], add_special_tokens=False)["input_ids"]
-    with remote_stream.session("Hi") as r, local_stream.session("Hi") as l:
+    with remote_stream.session("Hi") as r, local_stream.session("Hi") as lo:
         for i in range(0, len(ids), 3):
-            assert r.feed(ids[i : i + 3]).levels == l.feed(ids[i : i + 3]).levels
-        assert r.decode_response() == l.decode_response()
+            assert r.feed(ids[i : i + 3]).levels == lo.feed(ids[i : i + 3]).levels
+        assert r.decode_response() == lo.decode_response()
 
 
 def test_bad_piece_is_invalid_input_and_keeps_the_session(remote_stream: Qwen3StreamGuard) -> None:

@@ -33,7 +33,9 @@ __all__ = ["GuardServerGenBackend", "auth_headers", "check_url"]
 def check_url(url: str) -> str:
     """``url`` without a trailing slash; `ConfigurationError` unless it is http(s)."""
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ConfigurationError(f"the guard server URL must start with http:// or https://: {url!r}")
+        raise ConfigurationError(
+            f"the guard server URL must start with http:// or https://: {url!r}"
+        )
     return url.rstrip("/")
 
 
@@ -100,7 +102,9 @@ class GuardServerGenBackend:
             )
         data = result.json(**self._ctx())
         if not isinstance(data, dict):
-            raise BackendProtocolError(f"{self._url}/v1/info is not a JSON object", backend=self.name)
+            raise BackendProtocolError(
+                f"{self._url}/v1/info is not a JSON object", backend=self.name
+            )
         if not data.get("gen_model"):
             raise ConfigurationError(f"the guard server at {self._url} serves no Gen model")
         return data
