@@ -9,7 +9,7 @@ Starts ``qwen3guard serve`` in a subprocess on 127.0.0.1 and measures, side by s
     (against the one server) and local (32 threads on one in-process model), fed in chunks of
     ``--chunk`` ids, and their ratio.
 
-Usage: ``python benchmarks/bench_service.py [--model PATH] [--json] [--sessions 32]``. Without
+Usage: ``python benchmarks/bench_service.py [--model PATH] [--json] [--sessions 32] [--threads 1]``. Without
 ``--model`` it builds (or reuses) the tiny Stream checkpoint. With ``--json`` the last line is one
 JSON object.
 """
@@ -41,10 +41,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_server(model: str, port: int, concurrency: int) -> subprocess.Popen[bytes]:
+def _start_server(model: str, port: int, concurrency: int, threads: int) -> subprocess.Popen[bytes]:
     import httpx
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     cmd = [
         sys.executable, "-m", "qwen3guard_integrations.cli", "serve", "--stream-model", model,
         "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", "warning",
@@ -66,8 +66,12 @@ def _start_server(model: str, port: int, concurrency: int) -> subprocess.Popen[b
     raise RuntimeError("the server did not come up")
 
 
-def run(model: str | None, sessions: int = 32, tokens: int = 64, chunk: int = 4) -> dict[str, Any]:
+def run(
+    model: str | None, sessions: int = 32, tokens: int = 64, chunk: int = 4, threads: int = 1
+) -> dict[str, Any]:
     """Measure and return the figures (see the module docstring)."""
+    torch = __import__("torch")
+    torch.set_num_threads(threads)  # the same torch threads here and in the server
     from qwen3guard_integrations import Qwen3StreamGuard
 
     if model is None:
@@ -79,7 +83,7 @@ def run(model: str | None, sessions: int = 32, tokens: int = 64, chunk: int = 4)
     while len(ids) < tokens * 4:
         ids += local.tokenizer(TEXT, add_special_tokens=False)["input_ids"]
     port = _free_port()
-    proc = _start_server(model, port, concurrency=8)
+    proc = _start_server(model, port, concurrency=8, threads=threads)
     try:
         remote = Qwen3StreamGuard.from_server(f"http://127.0.0.1:{port}")
         prompt = "Tell me a few facts about Australia, plants and guitars."
@@ -121,6 +125,7 @@ def run(model: str | None, sessions: int = 32, tokens: int = 64, chunk: int = 4)
         "feed_overhead_ms": overhead * 1000,
         "sessions": sessions,
         "chunk": chunk,
+        "threads": threads,
         "remote_tokens_per_s": remote_tps,
         "local_tokens_per_s": local_tps,
         "remote_over_local": remote_tps / local_tps,
@@ -134,9 +139,10 @@ def main() -> None:
     p.add_argument("--sessions", type=int, default=32)
     p.add_argument("--tokens", type=int, default=64, help="response tokens per session")
     p.add_argument("--chunk", type=int, default=4, help="ids per feed in (b)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, here and in the server")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    figures = run(args.model, args.sessions, args.tokens, args.chunk)
+    figures = run(args.model, args.sessions, args.tokens, args.chunk, args.threads)
     if args.json:
         print(json.dumps(figures))
         return
