@@ -28,9 +28,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ..backends.remote import tracing
-from ..backends.remote.guard_wire import ErrorType, error_body, error_status, error_type_of
+from ..backends.remote.guard_wire import (
+    ErrorType,
+    error_body,
+    error_status,
+    error_type_of,
+    public_message,
+)
 from ..core.deps import require
-from ..core.errors import InvalidInputError, Qwen3GuardError
 from ..core.verdict import Verdict
 from .limits import ServerLimits
 from .metrics import Metrics
@@ -238,7 +243,7 @@ def create_app(
             if isinstance(r, Verdict):
                 out.append({"verdict": r.to_dict()})
             else:
-                out.append(state.error(error_type_of(r), _message(r)))
+                out.append(state.error(error_type_of(r), public_message(r)))
         if batch:
             return JSONResponse({"results": out})
         if "error" in out[0]:
@@ -280,10 +285,3 @@ class _Refused(Exception):
         self.error_type = error_type
         self.message = message
         super().__init__(message)
-
-
-def _message(exc: BaseException) -> str:
-    """What a client may read of an error: our own errors' messages, else the type only."""
-    if isinstance(exc, (Qwen3GuardError, InvalidInputError)):
-        return str(exc)
-    return f"{type(exc).__name__} while serving the request"

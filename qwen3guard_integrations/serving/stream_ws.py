@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backends.remote import tracing
-from ..backends.remote.guard_wire import ErrorType, error_body, error_type_of
+from ..backends.remote.guard_wire import ErrorType, error_body, error_type_of, public_message
 from ..core.errors import InvalidInputError
 from ..core.policy import Policy
 from ..guards.remote_wire import update_to_wire
-from .app import ServerState, _message
+from .app import ServerState
 from .limits import TokenBucket
 
 __all__ = ["stream_endpoint"]
@@ -195,7 +195,7 @@ async def _open(
             )
         except Exception as exc:
             state.live_sessions -= 1
-            raise _FrameError(_option_error(exc), _message(exc), closed=True) from None
+            raise _FrameError(_option_error(exc), public_message(exc), closed=True) from None
         sid = f"s{next(_ids)}"
         live = _Live(session, policy, trace)
         sessions[sid] = live
@@ -239,7 +239,7 @@ async def _step(
             if closed or not isinstance(exc, InvalidInputError):
                 _close_session(state, sessions.pop(sid))
                 closed = True
-            raise _FrameError(error_type_of(exc), _message(exc), closed=closed) from None
+            raise _FrameError(error_type_of(exc), public_message(exc), closed=closed) from None
         if op != "peek":
             state.metrics.inc("qwen3guard_stream_tokens_total", len(update.tokens))
             if update.tripped and update.verdict is not None:

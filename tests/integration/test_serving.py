@@ -377,3 +377,23 @@ def test_metrics_count_what_happened(
     assert metric(after, "qwen3guard_queue_depth") == 0
     assert delta("qwen3guard_step_latency_seconds_count", op="feed") >= 1
     assert delta("qwen3guard_check_latency_seconds_count") == 1
+
+
+def test_langchain_guard_chain_runs_unchanged_on_remote_guards(
+    remote_gen: Qwen3Guard,
+    remote_stream: Qwen3StreamGuard,
+    local_gen: Qwen3Guard,
+    local_stream: Qwen3StreamGuard,
+) -> None:
+    pytest.importorskip("langchain_core")
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from qwen3guard_integrations.langchain import guard_chain
+
+    def chunks(gen: Qwen3Guard, stream: Qwen3StreamGuard, answer: str) -> list[str]:
+        model = GenericFakeChatModel(messages=iter([answer]))
+        chain = guard_chain(model, guard=gen, stream_guard=stream, on_block="refuse")
+        return [str(c.content) for c in chain.stream({"input": "Can you help me?"})]
+
+    for answer in (RESPONSES[0], SAFE_RESPONSES[2]):
+        assert chunks(remote_gen, remote_stream, answer) == chunks(local_gen, local_stream, answer)

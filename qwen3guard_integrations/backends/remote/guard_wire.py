@@ -24,6 +24,7 @@ from ...core.errors import (
     BackendProtocolError,
     ConfigurationError,
     InvalidInputError,
+    Qwen3GuardError,
     SessionClosedError,
 )
 from ...core.messages import Message
@@ -39,6 +40,7 @@ __all__ = [
     "error_from_wire",
     "error_status",
     "error_type_of",
+    "public_message",
     "verdict_from_wire",
 ]
 
@@ -96,6 +98,14 @@ def error_type_of(exc: BaseException) -> str:
     if isinstance(exc, BackendError):
         return ErrorType.BACKEND
     return ErrorType.INTERNAL
+
+
+def public_message(exc: BaseException) -> str:
+    """What a client may read of an error: this package's own messages (which never hold a
+    secret), else the exception's type only."""
+    if isinstance(exc, Qwen3GuardError):
+        return str(exc)
+    return f"{type(exc).__name__} while serving the request"
 
 
 def error_status(error_type: str) -> int:
