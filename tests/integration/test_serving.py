@@ -393,7 +393,7 @@ def test_langchain_guard_chain_runs_unchanged_on_remote_guards(
     def chunks(gen: Qwen3Guard, stream: Qwen3StreamGuard, answer: str) -> list[str]:
         model = GenericFakeChatModel(messages=iter([answer]))
         chain = guard_chain(model, guard=gen, stream_guard=stream, on_block="refuse")
-        return [str(c.content) for c in chain.stream({"input": "Can you help me?"})]
+        return [str(c.content) for c in chain.stream("Can you help me?")]
 
     for answer in (RESPONSES[0], SAFE_RESPONSES[2]):
         assert chunks(remote_gen, remote_stream, answer) == chunks(local_gen, local_stream, answer)
