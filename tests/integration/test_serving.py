@@ -397,3 +397,15 @@ def test_langchain_guard_chain_runs_unchanged_on_remote_guards(
 
     for answer in (RESPONSES[0], SAFE_RESPONSES[2]):
         assert chunks(remote_gen, remote_stream, answer) == chunks(local_gen, local_stream, answer)
+
+
+def test_serve_cli_refuses_no_model_and_documents_ray(capsys) -> None:  # type: ignore[no-untyped-def]
+    from qwen3guard_integrations.cli.main import main
+
+    assert main(["serve", "--port", "1"]) == 2
+    assert "--gen-model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "--ray" in out and "--auth-token" in out and "--target-sessions" in out
