@@ -11,7 +11,7 @@ __all__ = ["add_serve_parser", "run_serve"]
 
 def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``serve`` subcommand to ``sub`` (an argparse subparsers object)."""
-    p = sub.add_parser(
+    p: argparse.ArgumentParser = sub.add_parser(
         "serve",
         help="serve Gen checks (HTTP) and Stream sessions (WebSocket) to remote guards",
         description=(

@@ -22,6 +22,7 @@ from ..core.errors import (
     BackendTimeoutError,
     ConfigurationError,
     InvalidInputError,
+    SessionClosedError,
 )
 from ..core.labels import Level, Role
 from ..core.messages import MessagesInput, prompt_messages
@@ -205,6 +206,12 @@ class RemoteStreamSession(StreamSession):
     def __enter__(self) -> RemoteStreamSession:
         return self
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosedError(
+                "this remote stream session is closed (or a failure closed it: see the first error)"
+            )
+
     # -- wire -----------------------------------------------------------------------------------
     def _call(self, frame: dict[str, Any]) -> StreamUpdate:
         with self._lock:
@@ -218,7 +225,7 @@ class RemoteStreamSession(StreamSession):
                     reply = self._request(frame, expect="update")
                     update = update_from_wire(reply["update"])
                     self._mirror(reply)
-                except InvalidInputError as exc:
+                except (InvalidInputError, SessionClosedError) as exc:
                     if getattr(exc, "session_closed", False):
                         self._closed = True
                         self._drop()

@@ -80,7 +80,7 @@ ERROR_STATUS: dict[str, int] = {
     ErrorType.INTERNAL: 500,
 }
 
-_INPUT_TYPES: dict[str, type[InvalidInputError]] = {
+_INPUT_TYPES: dict[str, type[Qwen3GuardError]] = {
     ErrorType.INVALID_INPUT: InvalidInputError,
     ErrorType.CONFIGURATION: ConfigurationError,
     ErrorType.SESSION_CLOSED: SessionClosedError,
