@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     from .eval import add_eval_parser
 
     add_eval_parser(sub)
+    from .serve import add_serve_parser
+
+    add_serve_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -214,6 +214,29 @@ class Qwen3Guard:
         )
         return cls(backend, **options)
 
+    @classmethod
+    def from_server(
+        cls,
+        url: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        policy: Policy | None = None,
+        fast: bool = True,
+        normalize: UnicodeNormalization = "none",
+    ) -> Qwen3Guard:
+        """Check through a guard server (``qwen3guard serve``) at ``url``.
+
+        The server runs the Gen model and returns `Verdict.to_dict` JSON; this guard's
+        ``policy`` decides what blocks and what a failure means, as with any backend.
+        ``token`` is the server's bearer token.
+        """
+        from ..backends.remote.guard_server import GuardServerGenBackend
+
+        backend = GuardServerGenBackend.connect(url, token=token, headers=headers, timeout=timeout)
+        return cls(backend, policy=policy, fast=fast, normalize=normalize)
+
     # --- input forms ---------------------------------------------------------------------------
 
     def _conversation(self, item: CheckItem) -> tuple[Message, ...]:

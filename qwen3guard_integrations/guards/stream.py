@@ -104,6 +104,37 @@ class Qwen3StreamGuard:
             ) from exc
         return cls(loaded, tokenizer, policy=policy, debounce=debounce, think=think)
 
+    @classmethod
+    def from_server(
+        cls,
+        url: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        policy: Policy | None = None,
+        debounce: int = 2,
+        think: Literal["moderate", "skip"] = "moderate",
+    ) -> Qwen3StreamGuard:
+        """Sessions held by a guard server (``qwen3guard serve``) at ``url``, with this API.
+
+        Returns a `RemoteStreamGuard`: ``session`` / ``asession`` open a session on the server
+        (one WebSocket each, pinned to the replica holding its cache). A dropped connection
+        mid-session raises a typed `BackendError` and closes the session (fail-closed), or gives
+        ``degraded`` verdicts under ``Policy(on_error="fail_open")``.
+        """
+        from .remote import RemoteStreamGuard
+
+        return RemoteStreamGuard.connect(
+            url,
+            token=token,
+            headers=headers,
+            timeout=timeout,
+            policy=policy,
+            debounce=debounce,
+            think=think,
+        )
+
     @property
     def model(self) -> Any:
         """The ``Qwen3GuardStreamModel`` network."""
