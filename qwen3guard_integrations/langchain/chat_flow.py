@@ -75,7 +75,9 @@ class Flow:
             box.drop()
         m = self.model
         if m.on_block is BlockAction.RAISE:
-            raise UnsafeContentError(verdict)
+            error = UnsafeContentError(verdict)
+            setattr(error, "stage", stage)  # noqa: B010  (which check blocked, for the middleware)
+            raise error
         text = render_refusal(m.refusal, verdict, stage=STAGE_WORDS[stage])
         if box is not None and box.released_any:
             text = "\n\n" + text
@@ -142,6 +144,10 @@ class Flow:
                             return
                         yield from box.take(len(hold.released_text))
                 self._note("stream", self._safe(session), False)
+            elif not m.check_response:  # nothing to hold the text for: only tool calls wait
+                for item in inner():
+                    box.read(item)
+                    yield from box.take_all()
             else:
                 checked = buffer_and_check(
                     m.guard, convo.response_context, inner(), text_of=box.read
@@ -212,6 +218,11 @@ class Flow:
                         for chunk in box.take(len(hold.released_text)):
                             yield chunk
                 await self._anote("stream", self._safe(session.session), False)
+            elif not m.check_response:
+                async for item in inner():
+                    box.read(item)
+                    for chunk in box.take_all():
+                        yield chunk
             else:
                 checked = abuffer_and_check(
                     m.guard, convo.response_context, inner(), text_of=box.read

@@ -12,10 +12,10 @@ The result is a real ``BaseChatModel`` (`GuardedChatModel`) around any chat mode
 
 1. the prompt is checked before the inner model runs (when the conversation ends with the
    user's turn): Gen with ``guard``, else the Stream head's prompt verdict;
-2. the inner model streams; with a ``stream_guard`` each chunk's text (and its reasoning,
+2. with a ``stream_guard`` the inner model streams and each chunk's text (and its reasoning,
    ``reasoning="moderate"``, the default) is fed to the Stream head through the one hold-back
    loop (`HoldBack.run`) and a chunk is released only once all its text is cleared; without
-   one the whole answer is buffered and checked by Gen (`buffer_and_check`);
+   one the inner model is invoked and its whole answer checked by Gen (`buffer_and_check`);
 3. at the end the answer is checked by Gen (``guard``) and every tool call - its name and
    arguments, those that did not parse too - is checked before it is released: tool-call
    chunks never stream before that, they come out in the last chunk;
@@ -35,7 +35,14 @@ flagged text (``metadata_text=True`` keeps it); the events carry the whole verdi
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Generator,
+    Iterator,
+    Sequence,
+)
 from contextlib import aclosing, closing
 from typing import Any
 
@@ -293,7 +300,10 @@ class GuardedChatModel(BaseChatModel):
         flow = self._flow(run_manager)
 
         def inner() -> Iterator[Any]:
-            return self.model.stream(messages, self._inner_config(run_manager), stop=stop, **kwargs)
+            config = self._inner_config(run_manager)
+            if self.stream_guard is None:  # the answer is buffered anyway: one whole message
+                return iter([self.model.invoke(messages, config, stop=stop, **kwargs)])
+            return self.model.stream(messages, config, stop=stop, **kwargs)
 
         return flow.run(messages, inner)
 
@@ -307,9 +317,10 @@ class GuardedChatModel(BaseChatModel):
         flow = self._flow(run_manager)
 
         def inner() -> AsyncIterator[Any]:
-            return self.model.astream(  # type: ignore[no-any-return]
-                messages, self._inner_config(run_manager), stop=stop, **kwargs
-            )
+            config = self._inner_config(run_manager)
+            if self.stream_guard is None:
+                return _one(self.model.ainvoke(messages, config, stop=stop, **kwargs))
+            return self.model.astream(messages, config, stop=stop, **kwargs)  # type: ignore[no-any-return]
 
         return flow.arun(messages, inner)
 
@@ -370,6 +381,10 @@ def _bind_tools(inner: Any, tools: Sequence[Any], kwargs: dict[str, Any]) -> Any
     if isinstance(inner, RunnableBindingBase):  # with_retry(), with_config(), ...
         return inner.model_copy(update={"bound": _bind_tools(inner.bound, tools, kwargs)})
     raise NotImplementedError(f"the inner model ({type(inner).__name__}) cannot bind tools")
+
+
+async def _one(result: Awaitable[Any]) -> AsyncIterator[Any]:
+    yield await result
 
 
 def _name_of(model: Any) -> str:
