@@ -372,3 +372,67 @@ def test_agent_thread_recovers_after_a_blocked_prompt(guard: Qwen3Guard) -> None
         assert TRIGGER not in everything([m.content for m in state])
         out = agent.invoke({"messages": [{"role": "user", "content": "And the weather?"}]}, thread)
         assert out["messages"][-1].content == "It is sunny today."
+
+
+# --- the stream callbacks --------------------------------------------------------------------------
+def test_async_callback_refuses_a_sync_run(sguard: Qwen3StreamGuard) -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from qwen3guard_integrations.langchain import AsyncQwen3GuardStreamCallback
+
+    model = GenericFakeChatModel(messages=iter([BOMB_A]))
+    got: list[str] = []
+    with pytest.raises(ConfigurationError, match="cannot stop a sync run"):
+        for c in model.stream(SAFE_Q, {"callbacks": [AsyncQwen3GuardStreamCallback(sguard)]}):
+            got.append(str(c.content))
+    assert got == []  # refused before the model ran
+
+
+def test_a_block_is_not_logged_as_a_callback_error(
+    sguard: Qwen3StreamGuard, caplog: pytest.LogCaptureFixture
+) -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    from qwen3guard_integrations import UnsafeContentError
+    from qwen3guard_integrations.langchain import Qwen3GuardStreamCallback
+
+    model = GenericFakeChatModel(messages=iter([BOMB_A]))
+    with caplog.at_level("WARNING"), pytest.raises(UnsafeContentError):
+        list(model.stream(SAFE_Q, {"callbacks": [Qwen3GuardStreamCallback(sguard)]}))
+    assert not [r for r in caplog.records if "callback" in r.getMessage()]
+
+
+# --- guard_chain with a JSON parser ----------------------------------------------------------------
+def test_guard_chain_checks_json_outputs_as_text(
+    guard: Qwen3Guard, sguard: Qwen3StreamGuard
+) -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.output_parsers import JsonOutputParser
+
+    from qwen3guard_integrations import UnsafeContentError
+    from qwen3guard_integrations.langchain import guard_chain
+
+    safe_json = '{"answer": "It is sunny in Paris today."}'
+    bad_json = '{"answer": "First you build the bomb, then you wait."}'
+    for kwargs in (
+        {"guard": guard},
+        {"stream_guard": sguard},
+        {"guard": guard, "stream_guard": sguard},
+    ):
+        chain = GenericFakeChatModel(messages=iter([safe_json, bad_json])) | JsonOutputParser()
+        safe = guard_chain(chain, **kwargs)  # type: ignore[arg-type]
+        assert safe.invoke(SAFE_Q) == {"answer": "It is sunny in Paris today."}
+        with pytest.raises(UnsafeContentError):
+            safe.invoke(SAFE_Q)
+        chain = GenericFakeChatModel(messages=iter([safe_json, bad_json])) | JsonOutputParser()
+        safe = guard_chain(chain, **kwargs)  # type: ignore[arg-type]
+        assert list(safe.stream(SAFE_Q))[-1] == {"answer": "It is sunny in Paris today."}
+        with pytest.raises(UnsafeContentError):
+            list(safe.stream(SAFE_Q))
+        chain = GenericFakeChatModel(messages=iter([bad_json])) | JsonOutputParser()
+
+        async def astream(c: Any = chain, kw: Any = kwargs) -> list[Any]:
+            return [x async for x in guard_chain(c, **kw).astream(SAFE_Q)]
+
+        with pytest.raises(UnsafeContentError):
+            asyncio.run(astream())
