@@ -349,7 +349,7 @@ class GuardedChain(Runnable[Any, Any]):
 def output_text(out: Any) -> str:
     """The text to check of a chain's output: a message's or string's text, and for structured
     outputs (``JsonOutputParser`` dicts and lists, pydantic objects) their JSON serialisation."""
-    if isinstance(out, BaseModel):
+    if isinstance(out, BaseModel) and not isinstance(out, BaseMessage):
         return out.model_dump_json()
     if isinstance(out, (dict, list, tuple, int, float, bool)) and not (
         isinstance(out, (list, tuple)) and out and isinstance(out[-1], BaseMessage)
