@@ -29,6 +29,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import MemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
+from pydantic import Field
 
 from qwen3guard_integrations import ConfigurationError, Qwen3Guard, Qwen3StreamGuard
 from qwen3guard_integrations.langchain import (
@@ -51,7 +52,7 @@ class Scripted(BaseChatModel):
     characters at a time) and counts the chunks it generated."""
 
     script: list[Any]
-    generated: list[int] = []
+    generated: list[int] = Field(default_factory=list)
     turn: int = 0
 
     @property
@@ -292,7 +293,7 @@ def test_agent_stream_modes_never_carry_the_trigger(
 def test_agent_astream_events_never_carry_the_trigger(
     guard: Qwen3Guard, sguard: Qwen3StreamGuard
 ) -> None:
-    agent, model, ran = agent_parts(guard, sguard, [BOMB_A])
+    agent, model, _ = agent_parts(guard, sguard, [BOMB_A])
 
     async def run() -> list[dict[str, Any]]:
         return [
@@ -436,3 +437,28 @@ def test_guard_chain_checks_json_outputs_as_text(
 
         with pytest.raises(UnsafeContentError):
             asyncio.run(astream())
+
+
+def test_the_callback_peek_on_a_long_unbroken_word_is_linear(
+    sguard: Qwen3StreamGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the re-tokenizer holds a whole unpunctuated CJK run back; the callback peeks at it after
+    # every piece. Each peek reuses what the last one ran, so the model runs each position about
+    # once (it ran the whole run at every piece before: 1,000 characters took minutes)
+    from qwen3guard_integrations.langchain.callbacks import Qwen3GuardStreamCallback
+
+    text = ("我的朋友问我关于天气的问题今天很好明天也很好" * 10)[:150]
+    positions: list[int] = []
+    forward = sguard.runner.forward
+
+    def counting(ids: Any, *args: Any, **kwargs: Any) -> Any:
+        positions.append(len(ids))
+        return forward(ids, *args, **kwargs)
+
+    callback = Qwen3GuardStreamCallback(sguard)
+    with sguard.session(SAFE_Q, debounce=1) as s:
+        monkeypatch.setattr(sguard.runner, "forward", counting)
+        for ch in text:
+            callback._feed_ahead(s, ch)
+        s.finish()
+    assert sum(positions) < 8 * len(text)  # a few per piece; quadratic: about len(text) ** 2 / 2
