@@ -91,6 +91,11 @@ class StreamSession:
         self._verdict: Verdict | None = None
         self._last: TokenResult | None = None  # the last moderated token
         self._closed = False
+        # the last peek's tail: its ids, per id (fed?, result when counted), and how many KV
+        # positions it left past the committed ones (the next peek reuses their common prefix)
+        self._spec_ids: list[int] = []
+        self._spec_rec: list[tuple[bool, TokenResult | None]] = []
+        self._spec_fed = 0
         started = time.perf_counter()
         # message text is tokenized as plain text: a "<|im_end|>" typed in a message stays text
         ids = stream_prompt_ids(tokenizer, msgs)
@@ -132,8 +137,9 @@ class StreamSession:
 
     @property
     def cached_tokens(self) -> int:
-        """How many positions the KV cache holds (0 once closed)."""
-        return 0 if self._cache is None else int(self._cache.get_seq_length())
+        """How many positions the KV cache holds (0 once closed); a peek's speculative tail is
+        not counted."""
+        return 0 if self._cache is None else int(self._cache.get_seq_length()) - self._spec_fed
 
     @property
     def verdict(self) -> Verdict | None:
@@ -248,22 +254,76 @@ class StreamSession:
                 self._verdict,
                 self._last,
             )
+            # the ids this tail shares with the last peek's were run on the same context: replay
+            # their results instead of running them again (a long unbroken word is re-peeked at
+            # every piece; running it whole each time was quadratic)
+            keep = 0
+            for a, b in zip(self._spec_ids, tail):
+                if a != b:
+                    break
+                keep += 1
+            rec = self._spec_rec[:keep]
+            fed_keep = sum(fed for fed, _ in rec)
+            ok = False
             try:
-                return self._run(tail)
+                if self._cache is not None:
+                    _crop(self._cache, cached + fed_keep)
+                self._spec_fed = 0
+                start = len(self._counted_at)
+                replayed, tripped = self._replay(tail[:keep], rec)
+                update = self._run(tail[keep:], record=rec)
+                ok = True
+                return dataclasses.replace(
+                    update,
+                    tokens=(*replayed, *update.tokens),
+                    start_index=start,
+                    tripped=tripped or update.tripped,
+                )
             finally:
                 debounce, filt, n_seen, n_counted, verdict, last = saved
                 self._debounce, self._filter, self._verdict = debounce, filt, verdict
                 self._last = last
                 del self._ids_seen[n_seen:]
                 del self._counted_at[n_counted:]
-                if self._cache is not None and self.cached_tokens > cached:
-                    _crop(self._cache, cached)
+                raw = 0 if self._cache is None else int(self._cache.get_seq_length())
+                if ok and raw >= cached:
+                    self._spec_ids, self._spec_rec, self._spec_fed = list(tail), rec, raw - cached
+                else:
+                    self._spec_ids, self._spec_rec, self._spec_fed = [], [], 0
+                    if self._cache is not None and raw > cached:
+                        _crop(self._cache, cached)
+
+    def _drop_speculation(self) -> None:
+        """Cut a peek's speculative tail off the KV cache (before anything is committed)."""
+        if self._spec_fed and self._cache is not None:
+            _crop(self._cache, int(self._cache.get_seq_length()) - self._spec_fed)
+        self._spec_ids, self._spec_rec, self._spec_fed = [], [], 0
+
+    def _replay(
+        self, ids: list[int], rec: list[tuple[bool, TokenResult | None]]
+    ) -> tuple[list[TokenResult], bool]:
+        """`_run` for ids whose results are known (a peek's reused prefix): no model call."""
+        tokens: list[TokenResult] = []
+        tripped = False
+        start = len(self._counted_at)
+        for t, (_, tok) in zip(ids, rec):
+            plan = self._filter.plan(t)
+            self._ids_seen.append(t)
+            if plan.feed and plan.count and tok is not None:
+                self._counted_at.append(len(self._ids_seen) - 1)
+                tokens.append(tok)
+                self._last = tok
+                if self._debounce.push(tok.level):
+                    tripped = True
+                    self._verdict = self._trip_verdict(start + len(tokens) - 1, tok)
+        return tokens, tripped
 
     def close(self) -> None:
         """Free the KV cache. Feeding afterwards raises `SessionClosedError`."""
         with self._lock:
             self._closed = True
             self._cache = None
+            self._spec_ids, self._spec_rec, self._spec_fed = [], [], 0
 
     def __enter__(self) -> StreamSession:
         return self
@@ -281,6 +341,8 @@ class StreamSession:
         """`_run` for ids taken from the stream: if moderating them fails, the session
         closes (fail closed). Their text has left the re-tokenizer and the KV cache may hold part
         of a forward, so going on would moderate the rest of the response with a hole in it."""
+        if ids:  # the committed context changes: a peek's speculative tail no longer holds
+            self._drop_speculation()
         try:
             return self._run(ids)
         except BaseException:
@@ -288,7 +350,9 @@ class StreamSession:
             self._cache = None
             raise
 
-    def _run(self, ids: list[int]) -> StreamUpdate:
+    def _run(
+        self, ids: list[int], record: list[tuple[bool, TokenResult | None]] | None = None
+    ) -> StreamUpdate:
         if self._context and self.cached_tokens + len(ids) > self._context:
             # past the model's context its positions mean nothing: refuse (nothing committed);
             # len(ids) bounds what is fed, so the exact count is only taken near the limit
@@ -302,14 +366,18 @@ class StreamSession:
         start = len(self._counted_at)
         to_feed: list[int] = []
         count_pos: list[int] = []  # for each counted token: its position in to_feed
+        per_id: list[tuple[bool, int | None]] = []  # per id: fed?, index in count_pos
         for t in ids:
             plan = self._filter.plan(t)
             self._ids_seen.append(t)
+            counted: int | None = None
             if plan.feed:
                 to_feed.append(t)
                 if plan.count:
+                    counted = len(count_pos)
                     count_pos.append(len(to_feed) - 1)
                     self._counted_at.append(len(self._ids_seen) - 1)
+            per_id.append((plan.feed, counted))
         tokens: list[TokenResult] = []
         tripped = False
         if to_feed:
@@ -330,6 +398,8 @@ class StreamSession:
                 if self._debounce.push(tok.level):
                     tripped = True
                     self._verdict = self._trip_verdict(start + k, tok)
+        if record is not None:
+            record += [(fed, None if c is None else tokens[c]) for fed, c in per_id]
         return StreamUpdate(
             tokens=tuple(tokens),
             start_index=start,

@@ -23,6 +23,7 @@ require("langchain_core", "langchain")
 
 from .callbacks import AsyncQwen3GuardStreamCallback, Qwen3GuardStreamCallback  # noqa: E402
 from .chain import GuardedChain, guard_chain  # noqa: E402
+from .chat_model import GuardedChatModel, guard_model  # noqa: E402
 from .guard_runnables import DEFAULT_REFUSAL, PromptGuard, ResponseGuard  # noqa: E402
 from .options import deprecated_names  # noqa: E402
 from .reporting import METADATA_KEY, VERDICT_EVENT, message_verdicts  # noqa: E402
@@ -44,12 +45,14 @@ __all__ = [
     "AsyncQwen3GuardStreamCallback",
     "Classify",
     "GuardedChain",
+    "GuardedChatModel",
     "HoldBackStage",
     "PromptGuard",
     "Qwen3GuardMiddleware",
     "Qwen3GuardStreamCallback",
     "ResponseGuard",
     "guard_chain",
+    "guard_model",
     "guard_tool",
     "has_category",
     "is_blocked_by",

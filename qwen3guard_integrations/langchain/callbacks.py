@@ -24,6 +24,8 @@ end, on error and on cancellation (LangChain reports both as ``on_llm_error``).
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,10 +33,11 @@ from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.callbacks import manager as _manager
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
-from ..core.errors import InvalidInputError, UnsafeContentError
+from ..core.errors import ConfigurationError, InvalidInputError, UnsafeContentError
 from ..core.policy import Policy
 from ..core.verdict import Verdict
 from ..guards.stream import Qwen3StreamGuard
@@ -45,6 +48,27 @@ __all__ = ["AsyncQwen3GuardStreamCallback", "Qwen3GuardStreamCallback", "Verdict
 #: Called with ``(run_id, stage, verdict)`` for each verdict: ``"prompt"`` at the start, then
 #: ``"stream"`` when the response trips (or is found Safe at the end: ``None`` is not reported).
 VerdictHook = Callable[[UUID, str, Verdict], None]
+
+
+class _QuietBlocks(logging.Filter):
+    """Drops LangChain's "Error in <handler>.<event> callback" warning when the error is one of
+    our handlers stopping a stream on purpose (a block is not a crash; other errors still log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not (isinstance(args, tuple) and len(args) == 3 and "callback" in str(record.msg)):
+            return True
+        handler, _, error = args
+        ours = handler in ("Qwen3GuardStreamCallback", "AsyncQwen3GuardStreamCallback")
+        return not (ours and str(error).startswith("UnsafeContentError("))
+
+
+_QUIET = _QuietBlocks()
+if _QUIET not in logging.getLogger(_manager.__name__).filters:
+    logging.getLogger(_manager.__name__).addFilter(_QUIET)
+
+#: The function LangChain runs handlers with in a sync run (async handlers go to the side there).
+_SYNC_HANDLE_EVENT = getattr(getattr(_manager, "handle_event", None), "__code__", None)
 
 
 def _prompt_conversation(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
@@ -210,9 +234,30 @@ class AsyncQwen3GuardStreamCallback(_Base, AsyncCallbackHandler):
 
     Only for async runs (``astream``, ``ainvoke``). In a sync run (``stream``, ``invoke``)
     LangChain runs async handlers on the side and logs their errors instead of raising them, so
-    this handler could not stop the stream there. `Qwen3GuardStreamCallback` stops both
+    this handler could not stop the stream there: it refuses such a run with a
+    `ConfigurationError` before the model starts. `Qwen3GuardStreamCallback` stops both
     sync and async runs; use it when one handler must serve both.
     """
+
+    def _refuse_sync_run(self) -> bool:
+        caller = sys._getframe(2)  # handle_event reads the ignore flag: 0 here, 1 the property
+        if _SYNC_HANDLE_EVENT is not None and caller.f_code is _SYNC_HANDLE_EVENT:
+            raise ConfigurationError(
+                "AsyncQwen3GuardStreamCallback cannot stop a sync run (stream/invoke): LangChain "
+                "runs async handlers on the side there and swallows their errors. Use "
+                "Qwen3GuardStreamCallback, which stops sync and async runs, or guard_model."
+            )
+        return False
+
+    @property
+    def ignore_chat_model(self) -> bool:
+        """Never ignored; raises in a sync run (see the class docstring)."""
+        return self._refuse_sync_run()
+
+    @property
+    def ignore_llm(self) -> bool:
+        """Never ignored; raises in a sync run (see the class docstring)."""
+        return self._refuse_sync_run()
 
     async def on_chat_model_start(
         self,

@@ -20,18 +20,22 @@ released whole. Verdicts come back in ``response_metadata["qwen3guard"]`` of the
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
+from pydantic import BaseModel
 
 from ..core.errors import InvalidInputError, UnsafeContentError
 from ..core.verdict import Verdict
 from ..guards.gen import Qwen3Guard
 from ..guards.stream import Qwen3StreamGuard
-from .convert import output_text, prompt_of
+from .convert import output_text as _message_text
+from .convert import prompt_of
 from .guard_runnables import DEFAULT_REFUSAL, OnBlock, refusal_message
 from .reporting import adispatch_verdict, dispatch_verdict, with_verdicts
 from .stream_stage import StreamGuard
@@ -232,8 +236,17 @@ class GuardedChain(Runnable[Any, Any]):
             if self._blocks(pv):
                 yield self._refuse({"prompt": pv})
                 return
-            chunks = self.chain.stream(value, config)
-            if self._stage is not None:
+            chunks: Iterator[Any] = iter(self.chain.stream(value, config))
+            first = list(itertools.islice(chunks, 1))
+            if first and _structured(first[0]) and self.guard is None:
+                out = _merge([*first, *chunks])
+                assert session is not None
+                rv = self._session_response(session, output_text(out))
+                dispatch_verdict("response", rv, self._blocks(rv), config)
+                yield self._finish(out, {"prompt": pv, "response": rv})
+                return
+            chunks = itertools.chain(first, chunks)
+            if self._stage is not None and not (first and _structured(first[0])):
                 moderated, session = (
                     self._stage._moderate(session, chunks, config, {"prompt": pv}),
                     None,
@@ -276,8 +289,18 @@ class GuardedChain(Runnable[Any, Any]):
             if self._blocks(pv):
                 yield self._refuse({"prompt": pv})
                 return
-            chunks = self.chain.astream(value, config)
-            if self._stage is not None:
+            achunks = aiter(self.chain.astream(value, config))
+            head = [item async for item in _take_one(achunks)]
+            structured = bool(head) and _structured(head[0])
+            if structured and self.guard is None:
+                out = _merge([*head, *[c async for c in achunks]])
+                assert session is not None
+                rv = await asyncio.to_thread(self._session_response, session, output_text(out))
+                await adispatch_verdict("response", rv, self._blocks(rv), config)
+                yield self._finish(out, {"prompt": pv, "response": rv})
+                return
+            chunks = _prepend(head, achunks)
+            if self._stage is not None and not structured:
                 moderated = self._stage._amoderate(session, chunks, config, {"prompt": pv})
                 session = None
                 try:
@@ -324,9 +347,40 @@ class GuardedChain(Runnable[Any, Any]):
                 await aclose()
 
 
+def output_text(out: Any) -> str:
+    """The text to check of a chain's output: a message's or string's text, and for structured
+    outputs (``JsonOutputParser`` dicts and lists, pydantic objects) their JSON serialisation."""
+    if isinstance(out, BaseModel) and not isinstance(out, BaseMessage):
+        return out.model_dump_json()
+    if isinstance(out, (dict, list, tuple, int, float, bool)) and not (
+        isinstance(out, (list, tuple)) and out and isinstance(out[-1], BaseMessage)
+    ):
+        return json.dumps(out, ensure_ascii=False, default=str)
+    return _message_text(out)
+
+
+async def _take_one(items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for item in items:
+        yield item
+        return
+
+
+async def _prepend(head: list[Any], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    for item in head:
+        yield item
+    async for item in rest:
+        yield item
+
+
+def _structured(item: Any) -> bool:
+    return not isinstance(item, (str, BaseMessage))
+
+
 def _merge(chunks: list[Any]) -> Any:
     if not chunks:
         return None
+    if _structured(chunks[-1]):  # parsers stream growing whole objects: the last is complete
+        return chunks[-1]
     merged = chunks[0]
     for c in chunks[1:]:
         merged = merged + c

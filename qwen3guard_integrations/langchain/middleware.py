@@ -10,11 +10,17 @@ tool call the model asks for - its name and arguments, as the assistant's action
 of the user's request - after the model and before any tool runs, and tool results before they go
 back to the model (as prompt-side content, so injected instructions and Jailbreak are caught;
 the results of ``return_direct`` tools, which end the run, before the run ends).
-With a ``stream_guard`` the model's tokens are moderated by the Stream head as they stream.
+The model call itself goes through `guard_model` (``wrap_model_call``): its answer and tool
+calls are checked before they are released, so no channel (``stream_mode="messages"``,
+``astream_events``, callbacks) carries unchecked tokens or tool-call arguments. With a
+``stream_guard`` the answer streams as the Stream head clears it; without one it is released
+whole once Gen cleared it. ``after_model`` then only checks what the model call did not.
 
 On a block, ``exit_behavior``: ``"end"`` stops the run with a violation message (an unsafe answer
 or tool call is replaced by it, so it never reaches the user or a tool; an injected tool result is
-replaced so no later turn reads it); ``"error"`` raises
+replaced so no later turn reads it; a blocked user message is replaced in the agent state by a
+placeholder, ``blocked_input="replace"``, or removed, ``"remove"``, so a thread kept by a
+checkpointer recovers instead of judging every later turn with it); ``"error"`` raises
 `UnsafeContentError`; ``"replace"`` swaps the flagged message's
 content for the violation message and lets the run go on (an answer or tool call is replaced by
 the notice, without tool calls, so no tool runs; a flagged tool result is replaced and the model
@@ -24,7 +30,6 @@ reads the notice instead). Verdicts are dispatched as
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
@@ -44,37 +49,41 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from ..core.errors import InvalidInputError, UnsafeContentError
+from ..core.actions import check_refusal, render_refusal
+from ..core.errors import ConfigurationError, UnsafeContentError
 from ..core.verdict import Verdict
 from ..guards.gen import CheckItem, Qwen3Guard
 from ..guards.stream import Qwen3StreamGuard
-from .callbacks import AsyncQwen3GuardStreamCallback, Qwen3GuardStreamCallback
+from .chat_flow import STAGE_WORDS
+from .chat_model import GuardedChatModel, guard_model
+from .chat_parts import tool_call_text
 from .convert import message_to_dict, text_of_content
-from .reporting import Stage, adispatch_verdict, current_config, dispatch_verdict, with_verdicts
+from .reporting import (
+    Stage,
+    adispatch_verdict,
+    current_config,
+    dispatch_verdict,
+    message_verdicts,
+    with_verdicts,
+)
 
-__all__ = ["DEFAULT_VIOLATION", "ExitBehavior", "Qwen3GuardMiddleware", "tool_call_text"]
+__all__ = [
+    "BLOCKED_INPUT_PLACEHOLDER",
+    "DEFAULT_VIOLATION",
+    "BlockedInput",
+    "ExitBehavior",
+    "Qwen3GuardMiddleware",
+    "tool_call_text",
+]
 
 ExitBehavior = Literal["end", "error", "replace"]
+#: What ``exit_behavior="end"`` does with a blocked user message in the agent state.
+BlockedInput = Literal["replace", "remove"]
 
 #: The violation message; ``{stage}``, ``{level}`` and ``{categories}`` are filled in.
 DEFAULT_VIOLATION = "Sorry, I can't continue: the {stage} was flagged as {level} ({categories})."
-
-_STAGE_WORDS = {
-    "prompt": "request",
-    "response": "answer",
-    "stream": "answer",
-    "tool_call": "tool call",
-    "tool_result": "tool result",
-}
-
-
-def tool_call_text(name: str, args: Any) -> str:
-    """How a tool call is shown to the guard: its name and JSON arguments."""
-    try:
-        shown = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        shown = str(args)
-    return f"Calling tool {name} with arguments {shown}"
+#: What a blocked user message becomes in the agent state (``blocked_input="replace"``).
+BLOCKED_INPUT_PLACEHOLDER = "[This message was removed by the safety guard.]"
 
 
 # one planned check: stage, index of the message it concerns, what to check
@@ -86,12 +95,16 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
 
     Args:
         guard: the Gen `Qwen3Guard` (its policy decides).
-        stream_guard: optional `Qwen3StreamGuard`: moderate the
-            model's streamed tokens (through `Qwen3GuardStreamCallback`) and stop at a trip.
+        stream_guard: optional `Qwen3StreamGuard`: the model's answer streams as the Stream
+            head clears it (through `guard_model`) and stops at a trip.
         check_input, check_output, check_tool_calls, check_tool_results: what to check.
         exit_behavior: ``"end"`` (default), ``"error"`` or ``"replace"``.
         violation_message: the text put in place of blocked content (see
             `DEFAULT_VIOLATION`).
+        blocked_input: with ``"end"``: ``"replace"`` (default) a blocked user message in the
+            agent state by `BLOCKED_INPUT_PLACEHOLDER`, or ``"remove"`` it.
+        reasoning: ``"moderate"`` (default) or ``"skip"`` the model's reasoning blocks.
+        metadata_text: keep the flagged text (``text_until``) in message metadata.
     """
 
     def __init__(
@@ -105,12 +118,35 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         check_tool_results: bool = True,
         exit_behavior: ExitBehavior = "end",
         violation_message: str = DEFAULT_VIOLATION,
+        blocked_input: BlockedInput = "replace",
+        reasoning: Literal["moderate", "skip"] = "moderate",
+        metadata_text: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(guard, Qwen3Guard):
+            raise ConfigurationError(
+                f"Qwen3GuardMiddleware needs a Qwen3Guard (Gen) as guard, got "
+                f"{type(guard).__name__}"
+                + (": pass it as stream_guard" if isinstance(guard, Qwen3StreamGuard) else "")
+            )
+        if stream_guard is not None and not isinstance(stream_guard, Qwen3StreamGuard):
+            raise ConfigurationError(
+                f"stream_guard must be a Qwen3StreamGuard, got {type(stream_guard).__name__}"
+            )
         if exit_behavior not in ("end", "error", "replace"):
-            raise InvalidInputError(
+            raise ConfigurationError(
                 f"exit_behavior must be 'end', 'error' or 'replace', got {exit_behavior!r}"
             )
+        if blocked_input not in ("replace", "remove"):
+            raise ConfigurationError(
+                f"blocked_input must be 'replace' or 'remove', got {blocked_input!r}"
+            )
+        if reasoning not in ("moderate", "skip"):
+            raise ConfigurationError(f"reasoning must be 'moderate' or 'skip', got {reasoning!r}")
+        self.violation_message = check_refusal(violation_message, option="violation_message")
+        self.blocked_input = blocked_input
+        self.reasoning = reasoning
+        self.metadata_text = metadata_text
         self.guard = guard
         self.stream_guard = stream_guard
         self.check_input = check_input
@@ -118,7 +154,6 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         self.check_tool_calls = check_tool_calls
         self.check_tool_results = check_tool_results
         self.exit_behavior = exit_behavior
-        self.violation_message = violation_message
 
     # --- planning: what to check --------------------------------------------------------------
     def _input_plan(self, messages: Sequence[BaseMessage]) -> _Plan:
@@ -142,10 +177,17 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
             return plan
         ai = messages[idx]
         assert isinstance(ai, AIMessage)
+        done = message_verdicts(ai)  # what the guarded model call checked already
+        if any(self.guard.blocks(v) for v in done.values()):
+            return plan  # our own notice
         convo = [message_to_dict(m) for m in messages[: idx + 1]]
-        if self.check_output and ai.text.strip():
+        if self.check_output and ai.text.strip() and "response" not in done:
             plan.append(("response", idx, convo))
-        if self.check_tool_calls and (ai.tool_calls or ai.invalid_tool_calls):
+        if (
+            self.check_tool_calls
+            and (ai.tool_calls or ai.invalid_tool_calls)
+            and "tool_call" not in done
+        ):
             user = _last_index(messages, HumanMessage)
             context: Any = (
                 convo[: user + 1] if user is not None else [{"role": "user", "content": ""}]
@@ -162,13 +204,18 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
 
     # --- acting on the verdicts ---------------------------------------------------------------
     def _violation_text(self, stage: Stage, verdict: Verdict) -> str:
-        cats = ", ".join(c.value for c in verdict.categories) or "no category"
-        try:
-            return self.violation_message.format(
-                stage=_STAGE_WORDS[stage], level=verdict.level.value, categories=cats
-            )
-        except (KeyError, IndexError):
-            return self.violation_message
+        return render_refusal(self.violation_message, verdict, stage=STAGE_WORDS[stage])
+
+    def _notice(self, text: str, verdicts: dict[str, Verdict], **fields: Any) -> AIMessage:
+        return with_verdicts(AIMessage(content=text, **fields), verdicts, text=self.metadata_text)
+
+    def _scrubbed(self, message: BaseMessage) -> list[Any]:
+        """What a blocked user message becomes in the state (``exit_behavior="end"``)."""
+        if message.id is None:
+            return []
+        if self.blocked_input == "remove":
+            return [RemoveMessage(id=message.id)]
+        return [message.model_copy(update={"content": BLOCKED_INPUT_PLACEHOLDER})]
 
     def _act(
         self, messages: Sequence[BaseMessage], plan: _Plan, verdicts: list[Verdict]
@@ -182,10 +229,10 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
             raise UnsafeContentError(verdict)
         text = self._violation_text(stage, verdict)
         target = messages[idx]
-        notice = with_verdicts(AIMessage(content=text), {stage: verdict})
+        notice = self._notice(text, {stage: verdict})
         if stage == "prompt":
             if self.exit_behavior == "end":
-                return {"jump_to": "end", "messages": [notice]}
+                return {"jump_to": "end", "messages": [*self._scrubbed(target), notice]}
             return {"messages": [target.model_copy(update={"content": text})]}
         if stage == "tool_result":
             # every flagged result is replaced, so the model (or a later turn) never reads one
@@ -201,9 +248,7 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         all_verdicts: dict[str, Verdict] = {
             s: v for (s, i, _), v in zip(plan, verdicts) if i == idx
         }
-        replaced = with_verdicts(
-            AIMessage(content=text, id=target.id, name=target.name), all_verdicts
-        )
+        replaced = self._notice(text, all_verdicts, id=target.id, name=target.name)
         update: dict[str, Any] = {"messages": [replaced]}
         if idx < len(messages) - 1:
             # a structured answer the model node already took from the replaced message: drop
@@ -221,7 +266,10 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         for (stage, idx, _), verdict in zip(plan, verdicts):
             if stage in ("response", "tool_call") and not self.guard.blocks(verdict):
                 by_msg.setdefault(idx, {})[stage] = verdict
-        return [with_verdicts(messages[i], vs) for i, vs in by_msg.items()]  # type: ignore[misc]
+        return [
+            with_verdicts(messages[i], vs, text=self.metadata_text)  # type: ignore[misc]
+            for i, vs in by_msg.items()
+        ]
 
     def _run(self, messages: Sequence[BaseMessage], plan: _Plan) -> dict[str, Any] | None:
         if not plan:
@@ -288,19 +336,31 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         messages = list(state["messages"])
         return self._at_end(await self._arun(messages, self._direct_plan(messages)))
 
+    def _guarded(self, model: Any) -> GuardedChatModel:
+        """The request's model behind `guard_model` (the prompt was checked before)."""
+        if isinstance(model, GuardedChatModel):
+            return model
+        return guard_model(
+            model,
+            guard=self.guard,
+            stream_guard=self.stream_guard,
+            check_prompt=False,
+            check_response=self.check_output,
+            check_tool_calls=self.check_tool_calls,
+            reasoning=self.reasoning,
+            metadata_text=self.metadata_text,
+        )
+
     def wrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelResponse[Any] | AIMessage:
-        """With a ``stream_guard``: moderate the model's tokens as they stream."""
-        if self.stream_guard is None:
-            return handler(request)
-        callback = Qwen3GuardStreamCallback(self.stream_guard, check_prompt=False)
+        """Run the model through `guard_model`: nothing it says is released unchecked."""
         try:
-            return handler(request.override(model=_with_callback(request.model, callback)))
+            return handler(request.override(model=self._guarded(request.model)))
         except UnsafeContentError as exc:
-            return self._stream_violation(exc)
+            return self._model_violation(exc)
 
     async def awrap_model_call(
         self,
@@ -308,19 +368,16 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResponse[Any] | AIMessage:
         """Async twin of `wrap_model_call`."""
-        if self.stream_guard is None:
-            return await handler(request)
-        callback = AsyncQwen3GuardStreamCallback(self.stream_guard, check_prompt=False)
         try:
-            return await handler(request.override(model=_with_callback(request.model, callback)))
+            return await handler(request.override(model=self._guarded(request.model)))
         except UnsafeContentError as exc:
-            return self._stream_violation(exc)
+            return self._model_violation(exc)
 
-    def _stream_violation(self, exc: UnsafeContentError) -> AIMessage:
+    def _model_violation(self, exc: UnsafeContentError) -> AIMessage:
         if self.exit_behavior == "error":
             raise exc
-        text = self._violation_text("stream", exc.verdict)
-        return with_verdicts(AIMessage(content=text), {"stream": exc.verdict})
+        stage: Stage = getattr(exc, "stage", "response")
+        return self._notice(self._violation_text(stage, exc.verdict), {stage: exc.verdict})
 
 
 def _last_index(messages: Sequence[BaseMessage], cls: type[BaseMessage]) -> int | None:
@@ -328,13 +385,3 @@ def _last_index(messages: Sequence[BaseMessage], cls: type[BaseMessage]) -> int 
         if isinstance(messages[i], cls):
             return i
     return None
-
-
-def _with_callback(model: Any, callback: Any) -> Any:
-    """A shallow copy of the chat model with ``callback`` among its own callbacks."""
-    current = model.callbacks
-    if current is None or isinstance(current, list):
-        return model.model_copy(update={"callbacks": [*(current or []), callback]})
-    manager = current.copy()
-    manager.add_handler(callback, inherit=False)
-    return model.model_copy(update={"callbacks": manager})

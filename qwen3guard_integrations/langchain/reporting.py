@@ -2,11 +2,16 @@
 
 Every guard Runnable dispatches one custom event named `VERDICT_EVENT` per check, visible
 in ``astream_events`` (``event == "on_custom_event"``) and to any callback handler's
-``on_custom_event``. Its data is ``{"stage": ..., "verdict": Verdict, "blocked": bool}``.
+``on_custom_event``. Its data is ``{"stage": ..., "verdict": Verdict, "blocked": bool,
+"token_index": int | None}`` (``token_index``: where a stream was flagged). The event keeps the
+whole verdict, flagged text (``text_until``) included, for audit logs.
 
 Messages carry their verdicts under ``response_metadata["qwen3guard"]``: a dict from stage
 (``"prompt"``, ``"response"``, ``"stream"``) to the verdict as a JSON-ready dict (so messages stay
-serialisable in checkpoints); `message_verdicts` reads them back as `Verdict`.
+serialisable in checkpoints); `message_verdicts` reads them back as `Verdict`. That metadata
+travels with the message to every consumer (a chat UI receives it), so the guarded chat model,
+the middleware and `guard_chain` attach it without ``text_until`` (the flagged text) unless
+asked to keep it (`with_verdicts` ``text=True``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ __all__ = [
     "dispatch_verdict",
     "message_verdicts",
     "verdict_event",
+    "verdict_metadata",
     "with_verdicts",
 ]
 
@@ -45,7 +51,12 @@ M = TypeVar("M", bound=BaseMessage)
 
 def verdict_event(stage: Stage, verdict: Verdict, blocked: bool) -> dict[str, Any]:
     """The data of a `VERDICT_EVENT`."""
-    return {"stage": stage, "verdict": verdict, "blocked": blocked}
+    return {
+        "stage": stage,
+        "verdict": verdict,
+        "blocked": blocked,
+        "token_index": verdict.token_index,
+    }
 
 
 def current_config() -> RunnableConfig | None:
@@ -79,12 +90,22 @@ async def adispatch_verdict(
     )
 
 
-def with_verdicts(message: M, verdicts: Mapping[str, Verdict]) -> M:
+def verdict_metadata(verdict: Verdict, *, text: bool = True) -> dict[str, Any]:
+    """``verdict`` as the JSON-ready dict messages carry (without ``text_until``, the flagged
+    text, unless ``text``)."""
+    data = verdict.to_dict()
+    if not text:
+        data["text_until"] = None
+    return data
+
+
+def with_verdicts(message: M, verdicts: Mapping[str, Verdict], *, text: bool = True) -> M:
     """A copy of ``message`` whose ``response_metadata["qwen3guard"]`` also holds ``verdicts``
-    (stage -> verdict); the input message is not changed."""
+    (stage -> verdict); the input message is not changed. ``text=False`` leaves the flagged
+    text out (see `verdict_metadata`)."""
     meta = dict(message.response_metadata or {})
     ours = dict(meta.get(METADATA_KEY) or {})
-    ours.update({stage: v.to_dict() for stage, v in verdicts.items()})
+    ours.update({stage: verdict_metadata(v, text=text) for stage, v in verdicts.items()})
     meta[METADATA_KEY] = ours
     return message.model_copy(update={"response_metadata": meta})
 
