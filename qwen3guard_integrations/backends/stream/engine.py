@@ -124,7 +124,7 @@ class StreamEngine:
         self._last_batch = 0
         self._batches: deque[int] = deque(maxlen=2048)
         self._latency: deque[float] = deque(maxlen=2048)
-        self._counts = {"steps": 0, "evicted": 0, "failed": 0, "opened": 0}
+        self._counts = dict.fromkeys(("steps", "evicted", "failed", "opened", "chunks", "mixed"), 0)
 
     @staticmethod
     def supports(runner: StreamRunner) -> bool:
@@ -342,6 +342,9 @@ class StreamEngine:
             elapsed = time.perf_counter() - started
             with self._cond:
                 self._counts["steps"] += 1
+                chunks = sum(len(job.ids) > _SHORT for job, _ in batch)
+                self._counts["chunks"] += chunks
+                self._counts["mixed"] += 0 < chunks < len(batch)
                 self._batches.append(len(batch))
                 self._latency.append(elapsed)
                 self._last_batch = len(batch)
@@ -458,6 +461,8 @@ class StreamEngine:
             "sessions_opened": counts["opened"],
             "sessions_evicted": counts["evicted"],
             "sessions_failed": counts["failed"],
+            "prefill_chunks": counts["chunks"],
+            "mixed_steps": counts["mixed"],
             "batch_size_mean": round(sum(sizes) / len(sizes), 3) if sizes else None,
             "batch_size_max": max(sizes) if sizes else None,
             "step_ms_p50": pct(0.5),
