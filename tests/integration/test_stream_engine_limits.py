@@ -178,3 +178,30 @@ def test_bad_engine_options_and_bad_runs_are_typed_errors(guard: Qwen3StreamGuar
     with pytest.raises(SessionEvictedError):
         engine.open()
     _empty(engine)
+
+
+def test_a_step_failing_mid_stream_closes_the_session(tiny, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from qwen3guard_integrations.guards.holdback import HoldBack
+
+    g = Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
+    assert g.engine is not None
+    real, calls = g.engine._forward, {"n": 0}
+
+    def forward(batch: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("CUDA out of memory")
+        return real(batch)
+
+    monkeypatch.setattr(g.engine, "_forward", forward)
+    s, other = g.session("Tell me a story."), g.session("Hello.")
+    hold = HoldBack(s)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        for piece in ["Once ", "upon ", "a ", "time ", "there ", "was ", "a ", "dragon."]:
+            hold.push(piece)
+    assert s.closed and s.cache is None
+    with pytest.raises(SessionClosedError):
+        hold.push("more")
+    assert other.feed(_ids(g, "Hi there")).tokens  # the engine goes on
+    other.close()
+    _empty(g.engine)

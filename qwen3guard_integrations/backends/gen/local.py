@@ -24,6 +24,7 @@ from ...core.messages import Message
 from ...core.verdict import Verdict
 from ..base import BackendHealth
 from ..loading import cache_keyword, dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
+from .forced import ForcedAnswers, crop_cache
 from .prompt import GenPrompt, GenPromptEncoder
 
 __all__ = ["TransformersGenBackend"]
@@ -70,6 +71,7 @@ class TransformersGenBackend:
         self._label_ids = [self.encoder.level_first_token[lv] for lv in _LEVELS]
         self._lock = threading.Lock()
         self._prefixes: dict[Role, tuple[tuple[int, ...], Any]] = {}
+        self._forced = ForcedAnswers(tokenizer, self.encoder.safety_prefix)
 
     @classmethod
     def from_pretrained(
@@ -259,13 +261,59 @@ class TransformersGenBackend:
             keep = torch.tensor(more, device=ids.device)
             cache.batch_select_indices(keep)
             first = [self.encoder.level_first_token[levels[i]] for i in more]
-            heads = ["Safety:" + self.tokenizer.decode([t]) for t in first]
-            tails = self._decode_loop(
-                cache, first, mask[keep], pos[keep, -1], [role] * len(more), heads
-            )
-            for i, head, tail in zip(more, heads, tails):
-                texts[i] = head + tail
+            for i, text in zip(more, self._continue(cache, first, mask[keep], pos[keep, -1], role)):
+                texts[i] = text
         return [GenAnswer(t, sc) for t, sc in zip(texts, scores)]
+
+    def _continue(
+        self, cache: Any, first: list[int], mask: Any, last_pos: Any, role: Role
+    ) -> list[str]:
+        """The answers of rows whose level token is ``first``: read from forced-prefix
+        forwards (`ForcedAnswers`), decoded only for the rows that leave the grammar."""
+        torch = self.torch
+        plen = int(cache.get_seq_length())
+        state = {"mask": mask, "pos": last_pos, "ran": False}
+
+        def forward(seqs: list[list[int]]) -> list[list[int]]:
+            n, width = len(seqs), max(len(q) for q in seqs)
+            ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+            fed = torch.zeros((n, width), dtype=state["mask"].dtype)
+            for r, q in enumerate(seqs):
+                ids[r, : len(q)] = torch.tensor(q, dtype=torch.long)
+                fed[r, : len(q)] = 1
+            dev = state["mask"].device
+            state["mask"] = torch.cat([state["mask"], fed.to(dev)], 1)
+            at = state["pos"][:, None] + 1 + torch.arange(width, device=dev)[None]
+            state["pos"] = state["pos"] + fed.sum(1).to(dev)
+            state["ran"] = True
+            arg = self.model(
+                input_ids=ids.to(dev),
+                attention_mask=state["mask"],
+                position_ids=at,
+                use_cache=True,
+                **{cache_keyword(): cache},
+            ).logits.argmax(-1)
+            return [row[: len(q)] for row, q in zip(arg.tolist(), seqs)]
+
+        levels = [
+            next(lv for lv, t in self.encoder.level_first_token.items() if t == f) for f in first
+        ]
+        tails = self._forced.run(forward, levels, role, first, self.max_new_tokens).tails
+        texts = ["" if t is None else "Safety:" + t for t in tails]
+        off = [k for k, t in enumerate(tails) if t is None]
+        if off:  # off-grammar rows: the plain decode loop from the prefill's cache
+            if state["ran"]:
+                crop_cache(cache, plen)
+            if len(off) < len(first):
+                cache.batch_select_indices(torch.tensor(off, device=mask.device))
+            heads = ["Safety:" + self.tokenizer.decode([first[k]]) for k in off]
+            sel = torch.tensor(off, device=mask.device)
+            decoded = self._decode_loop(
+                cache, [first[k] for k in off], mask[sel], last_pos[sel], [role] * len(off), heads
+            )
+            for k, head, tail in zip(off, heads, decoded):
+                texts[k] = head + tail
+        return texts
 
     def _decode_loop(
         self,

@@ -69,7 +69,7 @@ class StreamEngine:
         idle_timeout_s: float | None = None,
         prefill_chunk: int = 256,
         max_step_tokens: int = 1024,
-        gather_us: float = 500.0,
+        gather_us: float = 1000.0,
     ) -> None:
         step = runner._lean_step()
         if step is None:
