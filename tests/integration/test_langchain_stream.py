@@ -115,7 +115,7 @@ def test_callback_stops_the_stream_at_the_tripping_chunk(
 
 
 def test_callback_never_lets_the_trigger_out(sguard: Qwen3StreamGuard) -> None:
-    from contract_cases import RESPONSE_CARRIERS
+    from tests.support.contract_cases import RESPONSE_CARRIERS
 
     stopped = 0
     for carrier in RESPONSE_CARRIERS[:10]:
