@@ -77,6 +77,7 @@ class ForcedAnswers:
         role: Role,
         first_tokens: Sequence[int],
         budget: int,
+        eos_ids: Sequence[int] = (),
     ) -> ForcedResult:
         """The tails for rows of one role. ``forward(seqs)`` runs one right-padded forced
         forward continuing the cache and returns, per row, the arg-max at each fed position."""
@@ -106,10 +107,16 @@ class ForcedAnswers:
             if not _follows(seq, got) or len(seq_a[i]) + len(seq) + 1 > budget:
                 continue
             end = got[-1]
-            piece = self.tok.decode([end])
-            ok = piece.strip().lower() in ("yes", "no") if role is Role.RESPONSE else "\n" in piece
+            ids = seq_a[i] + seq
+            if role is Role.RESPONSE:  # the refusal word ends the answer
+                ok = self.tok.decode([end]).strip().lower() in ("yes", "no")
+                ids.append(end)
+            elif end in eos_ids:  # the answer ends with the categories line
+                ok = True
+            else:  # or the line ends and decoding would stop there
+                ok = "\n" in self.tok.decode([end])
+                ids.append(end)
             if ok:
-                ids = seq_a[i] + seq + [end]
                 tails[i] = self.tok.decode(ids, skip_special_tokens=True)
         return ForcedResult(tails)
 

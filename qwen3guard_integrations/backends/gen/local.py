@@ -298,7 +298,9 @@ class TransformersGenBackend:
         levels = [
             next(lv for lv, t in self.encoder.level_first_token.items() if t == f) for f in first
         ]
-        tails = self._forced.run(forward, levels, role, first, self.max_new_tokens).tails
+        tails = self._forced.run(
+            forward, levels, role, first, self.max_new_tokens, self.eos_ids
+        ).tails
         texts = ["" if t is None else "Safety:" + t for t in tails]
         off = [k for k, t in enumerate(tails) if t is None]
         if off:  # off-grammar rows: the plain decode loop from the prefill's cache
