@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +112,8 @@ class StreamSession:
         at = ends[-1]
         self.prompt_ids: tuple[int, ...] = tuple(ids)
         self._cache: Any = runner.new_cache() if engine is None else engine.open()
+        if engine is not None:  # a session dropped without close() gives its slot back
+            weakref.finalize(self, engine.close_session, self._cache)
         try:
             rows = runner.query_rows(self._forward(ids, query=True))
         except BaseException:

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...core.labels import Category, Level, Role
+from ..loading import cache_keyword
 from .prompt import LEVEL_WORDS
 
-__all__ = ["ForcedAnswers", "ForcedResult", "crop_cache"]
+__all__ = ["ForcedAnswers", "ForcedResult", "continue_answers", "crop_cache"]
 
 _SAFETY = "Safety:"
 
@@ -134,6 +135,56 @@ def forward_rows(
         full[i] = seqs[k]
     out = forward(full)
     return [out[i] for i in rows]
+
+
+def continue_answers(
+    backend: Any, cache: Any, first: list[int], mask: Any, last_pos: Any, role: Role
+) -> list[str]:
+    """The answers of ``backend``'s (a `TransformersGenBackend`) rows whose level token is
+    ``first``: read from forced-prefix forwards (`ForcedAnswers`) continuing ``cache``, decoded
+    only for the rows that leave the grammar, from the cache as the prefill left it."""
+    torch = backend.torch
+    plen = int(cache.get_seq_length())
+    state = {"mask": mask, "pos": last_pos, "ran": False}
+
+    def forward(seqs: list[list[int]]) -> list[list[int]]:
+        n, width = len(seqs), max(len(q) for q in seqs)
+        ids = torch.full((n, width), backend.pad_id, dtype=torch.long)
+        fed = torch.zeros((n, width), dtype=state["mask"].dtype)
+        for r, q in enumerate(seqs):
+            ids[r, : len(q)] = torch.tensor(q, dtype=torch.long)
+            fed[r, : len(q)] = 1
+        dev = state["mask"].device
+        state["mask"] = torch.cat([state["mask"], fed.to(dev)], 1)
+        at = state["pos"][:, None] + 1 + torch.arange(width, device=dev)[None]
+        state["pos"] = state["pos"] + fed.sum(1).to(dev)
+        state["ran"] = True
+        arg = backend.model(
+            input_ids=ids.to(dev),
+            attention_mask=state["mask"],
+            position_ids=at,
+            use_cache=True,
+            **{cache_keyword(): cache},
+        ).logits.argmax(-1)
+        return [row[: len(q)] for row, q in zip(arg.tolist(), seqs)]
+
+    levels = [next(lv for lv, t in backend.encoder.level_first_token.items() if t == f) for f in first]
+    tails = backend._forced.run(forward, levels, role, first, backend.max_new_tokens, backend.eos_ids).tails
+    texts = ["" if t is None else "Safety:" + t for t in tails]
+    off = [k for k, t in enumerate(tails) if t is None]
+    if off:  # off-grammar rows: the plain decode loop from the prefill's cache
+        if state["ran"]:
+            crop_cache(cache, plen)
+        if len(off) < len(first):
+            cache.batch_select_indices(torch.tensor(off, device=mask.device))
+        heads = ["Safety:" + backend.tokenizer.decode([first[k]]) for k in off]
+        sel = torch.tensor(off, device=mask.device)
+        decoded = backend._decode_loop(
+            cache, [first[k] for k in off], mask[sel], last_pos[sel], [role] * len(off), heads
+        )
+        for k, head, tail in zip(off, heads, decoded):
+            texts[k] = head + tail
+    return texts
 
 
 def crop_cache(cache: Any, keep: int) -> None:

@@ -24,7 +24,7 @@ from ...core.messages import Message
 from ...core.verdict import Verdict
 from ..base import BackendHealth
 from ..loading import cache_keyword, dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
-from .forced import ForcedAnswers, crop_cache
+from .forced import ForcedAnswers, continue_answers
 from .prompt import GenPrompt, GenPromptEncoder
 
 __all__ = ["TransformersGenBackend"]
@@ -268,54 +268,8 @@ class TransformersGenBackend:
     def _continue(
         self, cache: Any, first: list[int], mask: Any, last_pos: Any, role: Role
     ) -> list[str]:
-        """The answers of rows whose level token is ``first``: read from forced-prefix
-        forwards (`ForcedAnswers`), decoded only for the rows that leave the grammar."""
-        torch = self.torch
-        plen = int(cache.get_seq_length())
-        state = {"mask": mask, "pos": last_pos, "ran": False}
-
-        def forward(seqs: list[list[int]]) -> list[list[int]]:
-            n, width = len(seqs), max(len(q) for q in seqs)
-            ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-            fed = torch.zeros((n, width), dtype=state["mask"].dtype)
-            for r, q in enumerate(seqs):
-                ids[r, : len(q)] = torch.tensor(q, dtype=torch.long)
-                fed[r, : len(q)] = 1
-            dev = state["mask"].device
-            state["mask"] = torch.cat([state["mask"], fed.to(dev)], 1)
-            at = state["pos"][:, None] + 1 + torch.arange(width, device=dev)[None]
-            state["pos"] = state["pos"] + fed.sum(1).to(dev)
-            state["ran"] = True
-            arg = self.model(
-                input_ids=ids.to(dev),
-                attention_mask=state["mask"],
-                position_ids=at,
-                use_cache=True,
-                **{cache_keyword(): cache},
-            ).logits.argmax(-1)
-            return [row[: len(q)] for row, q in zip(arg.tolist(), seqs)]
-
-        levels = [
-            next(lv for lv, t in self.encoder.level_first_token.items() if t == f) for f in first
-        ]
-        tails = self._forced.run(
-            forward, levels, role, first, self.max_new_tokens, self.eos_ids
-        ).tails
-        texts = ["" if t is None else "Safety:" + t for t in tails]
-        off = [k for k, t in enumerate(tails) if t is None]
-        if off:  # off-grammar rows: the plain decode loop from the prefill's cache
-            if state["ran"]:
-                crop_cache(cache, plen)
-            if len(off) < len(first):
-                cache.batch_select_indices(torch.tensor(off, device=mask.device))
-            heads = ["Safety:" + self.tokenizer.decode([first[k]]) for k in off]
-            sel = torch.tensor(off, device=mask.device)
-            decoded = self._decode_loop(
-                cache, [first[k] for k in off], mask[sel], last_pos[sel], [role] * len(off), heads
-            )
-            for k, head, tail in zip(off, heads, decoded):
-                texts[k] = head + tail
-        return texts
+        """The answers of rows whose level token is ``first`` (`continue_answers`)."""
+        return continue_answers(self, cache, first, mask, last_pos, role)
 
     def _decode_loop(
         self,
