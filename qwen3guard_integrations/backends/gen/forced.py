@@ -168,8 +168,12 @@ def continue_answers(
         ).logits.argmax(-1)
         return [row[: len(q)] for row, q in zip(arg.tolist(), seqs)]
 
-    levels = [next(lv for lv, t in backend.encoder.level_first_token.items() if t == f) for f in first]
-    tails = backend._forced.run(forward, levels, role, first, backend.max_new_tokens, backend.eos_ids).tails
+    levels = [
+        next(lv for lv, t in backend.encoder.level_first_token.items() if t == f) for f in first
+    ]
+    tails = backend._forced.run(
+        forward, levels, role, first, backend.max_new_tokens, backend.eos_ids
+    ).tails
     texts = ["" if t is None else "Safety:" + t for t in tails]
     off = [k for k, t in enumerate(tails) if t is None]
     if off:  # off-grammar rows: the plain decode loop from the prefill's cache
