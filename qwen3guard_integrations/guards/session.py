@@ -10,15 +10,18 @@ runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import inspect
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends.stream.engine import StreamEngine
 from ..backends.stream.prompt import stream_prompt_ids
 from ..backends.stream.runtime import StreamRunner, TokenResult
 from ..core.errors import InvalidInputError, SessionClosedError
@@ -76,9 +79,11 @@ class StreamSession:
         think: ThinkMode = "moderate",
         retokenizer_backend: Any = None,
         model_name: str | None = None,
+        engine: StreamEngine | None = None,
     ) -> None:
         msgs = prompt_messages(messages)
         self._runner = runner
+        self._engine = engine
         self._tok = tokenizer
         self.policy = policy or Policy()
         self.model_name = model_name
@@ -91,11 +96,6 @@ class StreamSession:
         self._verdict: Verdict | None = None
         self._last: TokenResult | None = None  # the last moderated token
         self._closed = False
-        # the last peek's tail: its ids, per id (fed?, result when counted), and how many KV
-        # positions it left past the committed ones (the next peek reuses their common prefix)
-        self._spec_ids: list[int] = []
-        self._spec_rec: list[tuple[bool, TokenResult | None]] = []
-        self._spec_fed = 0
         started = time.perf_counter()
         # message text is tokenized as plain text: a "<|im_end|>" typed in a message stays text
         ids = stream_prompt_ids(tokenizer, msgs)
@@ -111,8 +111,14 @@ class StreamSession:
             raise InvalidInputError("the chat template produced no <|im_end|> after the user turn")
         at = ends[-1]
         self.prompt_ids: tuple[int, ...] = tuple(ids)
-        self._cache: Any = runner.new_cache()
-        rows = runner.query_rows(runner.forward(ids, self._cache))
+        self._cache: Any = runner.new_cache() if engine is None else engine.open()
+        if engine is not None:  # a session dropped without close() gives its slot back
+            weakref.finalize(self, engine.close_session, self._cache)
+        try:
+            rows = runner.query_rows(self._forward(ids, query=True))
+        except BaseException:
+            self._drop()
+            raise
         level = rows.levels[at]
         self.prompt_verdict = Verdict(
             level=level,
@@ -137,9 +143,12 @@ class StreamSession:
 
     @property
     def cached_tokens(self) -> int:
-        """How many positions the KV cache holds (0 once closed); a peek's speculative tail is
-        not counted."""
-        return 0 if self._cache is None else int(self._cache.get_seq_length()) - self._spec_fed
+        """How many positions the KV cache holds (0 once closed)."""
+        if self._cache is None:
+            return 0
+        if self._engine is not None:
+            return int(self._cache.length)
+        return int(self._cache.get_seq_length())
 
     @property
     def verdict(self) -> Verdict | None:
@@ -194,41 +203,77 @@ class StreamSession:
         text.
         """
         with self._lock:
+            return self._commit(self._piece_ids(piece))
+
+    async def afeed(self, piece: str | int | Sequence[int]) -> StreamUpdate:
+        """Async twin of `feed`: awaits the engine's step (a worker thread without one)."""
+        async with self._alock():
+            return await self._acommit(self._piece_ids(piece))
+
+    async def afinish(self) -> StreamUpdate:
+        """Async twin of `finish`."""
+        async with self._alock():
             self._check_open()
-            if isinstance(piece, str):
-                ids = self._retok.push(piece)
-            else:
-                if isinstance(piece, (bytes, bytearray)):
-                    raise InvalidInputError("pieces must be str or token ids, not bytes")
-                if isinstance(piece, int) and not isinstance(piece, bool):
-                    piece = [piece]
-                if not isinstance(piece, Sequence):
-                    raise InvalidInputError(
-                        f"pieces must be str, an int or a list of ints, not {type(piece).__name__}"
-                    )
-                ids = self._runner.check_ids(list(piece))  # type: ignore[arg-type]
-                if self._retok.pending_text:
-                    raise InvalidInputError(
-                        "token ids fed while re-tokenized text is held back: call finish() first"
-                    )
-            return self._commit(ids)
+            return self._flushed(await self._acommit(self._retok.finish()))
+
+    @contextlib.asynccontextmanager
+    async def _alock(self) -> AsyncIterator[None]:
+        if not self._lock.acquire(blocking=False):  # held by a sync call: wait off the loop
+            await asyncio.to_thread(self._lock.acquire)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    async def _acommit(self, ids: list[int]) -> StreamUpdate:
+        """`_commit` with the model call awaited (cancelled: the session closes too)."""
+        try:
+            return await self._arun(ids)
+        except BaseException:
+            self._closed = True
+            self._drop()
+            raise
+
+    def _piece_ids(self, piece: str | int | Sequence[int]) -> list[int]:
+        """The ids to moderate for ``piece`` (see `feed`)."""
+        self._check_open()
+        if isinstance(piece, str):
+            ids = self._retok.push(piece)
+        else:
+            if isinstance(piece, (bytes, bytearray)):
+                raise InvalidInputError("pieces must be str or token ids, not bytes")
+            if isinstance(piece, int) and not isinstance(piece, bool):
+                piece = [piece]
+            if not isinstance(piece, Sequence):
+                raise InvalidInputError(
+                    f"pieces must be str, an int or a list of ints, not {type(piece).__name__}"
+                )
+            ids = self._runner.check_ids(list(piece))  # type: ignore[arg-type]
+            if self._retok.pending_text:
+                raise InvalidInputError(
+                    "token ids fed while re-tokenized text is held back: call finish() first"
+                )
+        return ids
 
     def finish(self) -> StreamUpdate:
         """End of the response: moderate the text the re-tokenizer held back, and decide a
         flagged run that the end cut short (fewer than ``debounce`` tokens) as if complete."""
         with self._lock:
             self._check_open()
-            update = self._commit(self._retok.finish())
-            if self._debounce.flush() and self._last is not None:
-                self._verdict = self._trip_verdict(len(self._counted_at) - 1, self._last)
-                update = dataclasses.replace(
-                    update,
-                    decision=self._debounce.decision,
-                    verdict=self._verdict,
-                    blocked=self.blocked,
-                    tripped=True,
-                )
-            return update
+            return self._flushed(self._commit(self._retok.finish()))
+
+    def _flushed(self, update: StreamUpdate) -> StreamUpdate:
+        """``update`` after the end of the response decided a flagged run cut short."""
+        if self._debounce.flush() and self._last is not None:
+            self._verdict = self._trip_verdict(len(self._counted_at) - 1, self._last)
+            update = dataclasses.replace(
+                update,
+                decision=self._debounce.decision,
+                verdict=self._verdict,
+                blocked=self.blocked,
+                tripped=True,
+            )
+        return update
 
     def peek(self) -> StreamUpdate:
         """Moderate the text the re-tokenizer holds back, without committing it.
@@ -254,76 +299,22 @@ class StreamSession:
                 self._verdict,
                 self._last,
             )
-            # the ids this tail shares with the last peek's were run on the same context: replay
-            # their results instead of running them again (a long unbroken word is re-peeked at
-            # every piece; running it whole each time was quadratic)
-            keep = 0
-            for a, b in zip(self._spec_ids, tail):
-                if a != b:
-                    break
-                keep += 1
-            rec = self._spec_rec[:keep]
-            fed_keep = sum(fed for fed, _ in rec)
-            ok = False
             try:
-                if self._cache is not None:
-                    _crop(self._cache, cached + fed_keep)
-                self._spec_fed = 0
-                start = len(self._counted_at)
-                replayed, tripped = self._replay(tail[:keep], rec)
-                update = self._run(tail[keep:], record=rec)
-                ok = True
-                return dataclasses.replace(
-                    update,
-                    tokens=(*replayed, *update.tokens),
-                    start_index=start,
-                    tripped=tripped or update.tripped,
-                )
+                return self._run(tail)
             finally:
                 debounce, filt, n_seen, n_counted, verdict, last = saved
                 self._debounce, self._filter, self._verdict = debounce, filt, verdict
                 self._last = last
                 del self._ids_seen[n_seen:]
                 del self._counted_at[n_counted:]
-                raw = 0 if self._cache is None else int(self._cache.get_seq_length())
-                if ok and raw >= cached:
-                    self._spec_ids, self._spec_rec, self._spec_fed = list(tail), rec, raw - cached
-                else:
-                    self._spec_ids, self._spec_rec, self._spec_fed = [], [], 0
-                    if self._cache is not None and raw > cached:
-                        _crop(self._cache, cached)
-
-    def _drop_speculation(self) -> None:
-        """Cut a peek's speculative tail off the KV cache (before anything is committed)."""
-        if self._spec_fed and self._cache is not None:
-            _crop(self._cache, int(self._cache.get_seq_length()) - self._spec_fed)
-        self._spec_ids, self._spec_rec, self._spec_fed = [], [], 0
-
-    def _replay(
-        self, ids: list[int], rec: list[tuple[bool, TokenResult | None]]
-    ) -> tuple[list[TokenResult], bool]:
-        """`_run` for ids whose results are known (a peek's reused prefix): no model call."""
-        tokens: list[TokenResult] = []
-        tripped = False
-        start = len(self._counted_at)
-        for t, (_, tok) in zip(ids, rec):
-            plan = self._filter.plan(t)
-            self._ids_seen.append(t)
-            if plan.feed and plan.count and tok is not None:
-                self._counted_at.append(len(self._ids_seen) - 1)
-                tokens.append(tok)
-                self._last = tok
-                if self._debounce.push(tok.level):
-                    tripped = True
-                    self._verdict = self._trip_verdict(start + len(tokens) - 1, tok)
-        return tokens, tripped
+                if self._cache is not None and self.cached_tokens > cached:
+                    self._truncate(cached)
 
     def close(self) -> None:
         """Free the KV cache. Feeding afterwards raises `SessionClosedError`."""
         with self._lock:
             self._closed = True
-            self._cache = None
-            self._spec_ids, self._spec_rec, self._spec_fed = [], [], 0
+            self._drop()
 
     def __enter__(self) -> StreamSession:
         return self
@@ -341,18 +332,59 @@ class StreamSession:
         """`_run` for ids taken from the stream: if moderating them fails, the session
         closes (fail closed). Their text has left the re-tokenizer and the KV cache may hold part
         of a forward, so going on would moderate the rest of the response with a hole in it."""
-        if ids:  # the committed context changes: a peek's speculative tail no longer holds
-            self._drop_speculation()
         try:
             return self._run(ids)
         except BaseException:
             self._closed = True
-            self._cache = None
+            self._drop()
             raise
 
-    def _run(
-        self, ids: list[int], record: list[tuple[bool, TokenResult | None]] | None = None
-    ) -> StreamUpdate:
+    # -- the model calls (the per-session cache, or the shared engine) -----------------------
+    def _forward(self, ids: list[int], *, query: bool) -> Any:
+        if self._engine is not None:
+            return self._engine.run(self._cache, ids, query=query)
+        return self._runner.forward(ids, self._cache, query=query)
+
+    def _drop(self) -> None:
+        """Free the cache (the engine's slot); idempotent."""
+        cache, self._cache = self._cache, None
+        if cache is not None and self._engine is not None:
+            self._engine.close_session(cache)
+
+    def _truncate(self, keep: int) -> None:
+        if self._engine is not None:
+            self._engine.truncate(self._cache, keep)
+        else:
+            _crop(self._cache, keep)
+
+    def _run(self, ids: list[int]) -> StreamUpdate:
+        """`_steps` with the model call made here (the sync driver)."""
+        steps = self._steps(ids)
+        try:
+            to_feed = next(steps)
+            while True:
+                to_feed = steps.send(self._forward(to_feed, query=False))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _arun(self, ids: list[int]) -> StreamUpdate:
+        """`_steps` with the model call awaited on the engine (the async driver)."""
+        steps = self._steps(ids)
+        try:
+            to_feed = next(steps)
+            while True:
+                if self._engine is not None:
+                    logits = await self._engine.arun(self._cache, to_feed)
+                else:
+                    logits = await asyncio.to_thread(
+                        self._runner.forward, to_feed, self._cache, query=False
+                    )
+                to_feed = steps.send(logits)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _steps(self, ids: list[int]) -> Generator[list[int], Any, StreamUpdate]:
+        """Plan which ids run, yield them for the model call, and decide on its logits."""
         if self._context and self.cached_tokens + len(ids) > self._context:
             # past the model's context its positions mean nothing: refuse (nothing committed);
             # len(ids) bounds what is fed, so the exact count is only taken near the limit
@@ -366,24 +398,18 @@ class StreamSession:
         start = len(self._counted_at)
         to_feed: list[int] = []
         count_pos: list[int] = []  # for each counted token: its position in to_feed
-        per_id: list[tuple[bool, int | None]] = []  # per id: fed?, index in count_pos
         for t in ids:
             plan = self._filter.plan(t)
             self._ids_seen.append(t)
-            counted: int | None = None
             if plan.feed:
                 to_feed.append(t)
                 if plan.count:
-                    counted = len(count_pos)
                     count_pos.append(len(to_feed) - 1)
                     self._counted_at.append(len(self._ids_seen) - 1)
-            per_id.append((plan.feed, counted))
         tokens: list[TokenResult] = []
         tripped = False
         if to_feed:
-            rows = self._runner.response_rows(
-                self._runner.forward(to_feed, self._cache, query=False)
-            )
+            rows = self._runner.response_rows((yield to_feed))
             for k, p in enumerate(count_pos):
                 tok = TokenResult(
                     token_id=to_feed[p],
@@ -398,8 +424,6 @@ class StreamSession:
                 if self._debounce.push(tok.level):
                     tripped = True
                     self._verdict = self._trip_verdict(start + k, tok)
-        if record is not None:
-            record += [(fed, None if c is None else tokens[c]) for fed, c in per_id]
         return StreamUpdate(
             tokens=tuple(tokens),
             start_index=start,
@@ -456,8 +480,9 @@ def _think_filter(tokenizer: Any, mode: ThinkMode) -> ThinkFilter:
 class AsyncStreamSession:
     """Async twin of `StreamSession`: ``async with guard.asession(messages) as s``.
 
-    Every model call (the prompt pass on entry, `afeed`, `afinish`) runs in a worker
-    thread, so the event loop never blocks on the model.
+    The prompt pass on entry runs in a worker thread; `afeed` and `afinish` await the
+    shared `StreamEngine`'s step when the guard has one (a worker thread otherwise), so the
+    event loop never blocks on the model.
     """
 
     def __init__(self, factory: Any) -> None:
@@ -488,16 +513,16 @@ class AsyncStreamSession:
         return self.session.verdict
 
     async def afeed(self, piece: str | int | Sequence[int]) -> StreamUpdate:
-        """`StreamSession.feed` in a worker thread."""
-        return await asyncio.to_thread(self.session.feed, piece)
+        """`StreamSession.afeed`."""
+        return await self.session.afeed(piece)
 
     async def apeek(self) -> StreamUpdate:
         """`StreamSession.peek` in a worker thread."""
         return await asyncio.to_thread(self.session.peek)
 
     async def afinish(self) -> StreamUpdate:
-        """`StreamSession.finish` in a worker thread."""
-        return await asyncio.to_thread(self.session.finish)
+        """`StreamSession.afinish`."""
+        return await self.session.afinish()
 
     async def aclose(self) -> None:
         """Free the KV cache."""

@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..core.deps import require
-from ..core.errors import CheckpointError, InvalidInputError, SessionClosedError
+from ..core.errors import (
+    CheckpointError,
+    ConfigurationError,
+    InvalidInputError,
+    SessionClosedError,
+)
 from ..core.messages import MessagesInput
 from ..core.policy import Policy
 
@@ -51,6 +57,11 @@ class Qwen3StreamGuard:
         policy: which decisions block (default `Policy.strict`: Controversial blocks too).
         debounce: consecutive non-Safe tokens of one level that trip the decision (default 2).
         think: ``"moderate"`` or ``"skip"`` the content of ``<think>`` blocks in responses.
+        engine: run every session through one shared `StreamEngine` that batches the steps of
+            concurrent sessions (default True; a model layout the engine does not cover falls
+            back to per-session stepping). False steps each session on its own cache.
+        engine_options: the engine's limits (``max_sessions``, ``max_cached_tokens``,
+            ``on_full``, ``full_timeout_s``, ``idle_timeout_s``, ``prefill_chunk``, ...).
     """
 
     def __init__(
@@ -61,7 +72,10 @@ class Qwen3StreamGuard:
         policy: Policy | None = None,
         debounce: int = 2,
         think: Literal["moderate", "skip"] = "moderate",
+        engine: bool = True,
+        engine_options: Mapping[str, Any] | None = None,
     ) -> None:
+        from ..backends.stream.engine import StreamEngine
         from ..backends.stream.runtime import StreamRunner
         from ..core.stream_rule import Debouncer
         from .retokenizer import backend_tokenizer
@@ -74,6 +88,11 @@ class Qwen3StreamGuard:
         self.think = think
         self.runner = StreamRunner(loaded)
         self._backend_tok = backend_tokenizer(tokenizer)
+        if engine_options and not engine:
+            raise ConfigurationError("engine_options given with engine=False")
+        self.engine: StreamEngine | None = None
+        if engine and StreamEngine.supports(self.runner):
+            self.engine = StreamEngine(self.runner, **dict(engine_options or {}))
 
     @classmethod
     def from_pretrained(
@@ -85,6 +104,8 @@ class Qwen3StreamGuard:
         policy: Policy | None = None,
         debounce: int = 2,
         think: Literal["moderate", "skip"] = "moderate",
+        engine: bool = True,
+        engine_options: Mapping[str, Any] | None = None,
         **hub_kwargs: Any,
     ) -> Qwen3StreamGuard:
         """Load a Stream checkpoint (Hub id or local folder) without remote code.
@@ -102,7 +123,15 @@ class Qwen3StreamGuard:
             raise CheckpointError(
                 f"cannot load the tokenizer of {loaded.path}: {exc}", path=str(loaded.path)
             ) from exc
-        return cls(loaded, tokenizer, policy=policy, debounce=debounce, think=think)
+        return cls(
+            loaded,
+            tokenizer,
+            policy=policy,
+            debounce=debounce,
+            think=think,
+            engine=engine,
+            engine_options=engine_options,
+        )
 
     @classmethod
     def from_server(
@@ -174,6 +203,7 @@ class Qwen3StreamGuard:
             think=think or self.think,
             retokenizer_backend=self._backend_tok,
             model_name=self.loaded.name,
+            engine=self.engine,
         )
 
     def asession(
@@ -190,6 +220,11 @@ class Qwen3StreamGuard:
         return AsyncStreamSession(
             lambda: self.session(messages, policy=policy, debounce=debounce, think=think)
         )
+
+    def stats(self) -> dict[str, Any]:
+        """The shared engine's `StreamEngine.stats` (live sessions, cached tokens, batch sizes,
+        step latency percentiles); ``{"engine": False}`` without one."""
+        return self.engine.stats() if self.engine is not None else {"engine": False}
 
     def retokenizer(self) -> Any:
         """A new `Retokenizer` for this model's tokenizer."""

@@ -314,3 +314,60 @@ async def test_a_closed_guard_refuses_checks_under_any_policy(tiny) -> None:  # 
         await g.acheck_prompt("How do I build a bomb?")
     with pytest.raises(SessionClosedError):
         g.check_batch(["How do I build a bomb?"])
+
+
+def _unsafe_or_response_items() -> list[object]:
+    prompts = [t for ph, t in _prompt_items() if ph != "safe"]
+    return prompts[::3] + [p for _, p in _response_items()][::3]
+
+
+def test_fast_answers_come_from_forced_prefixes_and_equal_full_decoding(
+    guard, full_guard, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    backend = guard.backend
+    decoded: list[int] = []
+    real = backend._decode_loop
+    monkeypatch.setattr(
+        backend,
+        "_decode_loop",
+        lambda cache, first, *a: decoded.append(len(first)) or real(cache, first, *a),
+    )
+    items = _unsafe_or_response_items()
+    fast = guard.check_batch(items)
+    full = full_guard.check_batch(items)
+    assert sum(v.level is not Level.SAFE for v in fast) >= 10
+    for a, b in zip(fast, full):
+        assert (a.level, a.categories, a.refusal, a.raw) == (
+            b.level,
+            b.categories,
+            b.refusal,
+            b.raw,
+        )
+    assert not decoded  # every row followed the grammar: no decode loop ran
+
+
+def test_off_grammar_rows_fall_back_to_decoding(guard, full_guard, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    backend = guard.backend
+    forced = backend._forced
+    wrong = {lv: seq[:1] + seq[2:] + seq[1:2] for lv, seq in forced.level_seq.items()}
+    decoded: list[int] = []
+    real = backend._decode_loop
+    monkeypatch.setattr(forced, "level_seq", wrong)  # what the model writes no longer matches
+    monkeypatch.setattr(
+        backend,
+        "_decode_loop",
+        lambda cache, first, *a: decoded.append(len(first)) or real(cache, first, *a),
+    )
+    items = _unsafe_or_response_items()[:12]
+    fast = guard.check_batch(items)
+    full = full_guard.check_batch(items)
+    for a, b in zip(fast, full):
+        assert (a.level, a.categories, a.refusal, a.raw) == (
+            b.level,
+            b.categories,
+            b.refusal,
+            b.raw,
+        )
+    assert decoded and sum(decoded) == sum(
+        v.level is not Level.SAFE or v.role is Role.RESPONSE for v in fast
+    )

@@ -230,7 +230,8 @@ async def test_faults_under_concurrent_load_answer_each_request_once(
 def test_stream_model_failing_mid_stream_fails_closed(
     tiny, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    sguard = Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
+    # the per-session path (runner.forward); the engine's is in test_stream_engine_limits.py
+    sguard = Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu", engine=False)
     real = sguard.runner.forward
     calls = {"n": 0, "fail_at": 4}
 

@@ -24,6 +24,7 @@ from ...core.messages import Message
 from ...core.verdict import Verdict
 from ..base import BackendHealth
 from ..loading import cache_keyword, dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
+from .forced import ForcedAnswers, continue_answers
 from .prompt import GenPrompt, GenPromptEncoder
 
 __all__ = ["TransformersGenBackend"]
@@ -70,6 +71,7 @@ class TransformersGenBackend:
         self._label_ids = [self.encoder.level_first_token[lv] for lv in _LEVELS]
         self._lock = threading.Lock()
         self._prefixes: dict[Role, tuple[tuple[int, ...], Any]] = {}
+        self._forced = ForcedAnswers(tokenizer, self.encoder.safety_prefix)
 
     @classmethod
     def from_pretrained(
@@ -259,13 +261,15 @@ class TransformersGenBackend:
             keep = torch.tensor(more, device=ids.device)
             cache.batch_select_indices(keep)
             first = [self.encoder.level_first_token[levels[i]] for i in more]
-            heads = ["Safety:" + self.tokenizer.decode([t]) for t in first]
-            tails = self._decode_loop(
-                cache, first, mask[keep], pos[keep, -1], [role] * len(more), heads
-            )
-            for i, head, tail in zip(more, heads, tails):
-                texts[i] = head + tail
+            for i, text in zip(more, self._continue(cache, first, mask[keep], pos[keep, -1], role)):
+                texts[i] = text
         return [GenAnswer(t, sc) for t, sc in zip(texts, scores)]
+
+    def _continue(
+        self, cache: Any, first: list[int], mask: Any, last_pos: Any, role: Role
+    ) -> list[str]:
+        """The answers of rows whose level token is ``first`` (`continue_answers`)."""
+        return continue_answers(self, cache, first, mask, last_pos, role)
 
     def _decode_loop(
         self,
