@@ -6,7 +6,9 @@ Qwen3GuardError
 ├── InvalidInputError (ValueError)  the input cannot be checked as given
 │   └── ConfigurationError          a bad option or argument, raised at construction
 ├── SessionClosedError (RuntimeError)
-│                                   a guard, stream session or stream state used after close
+│   │                               a guard, stream session or stream state used after close
+│   └── SessionEvictedError         the Stream engine closed the session (idle, engine closed)
+├── EngineFullError                 the Stream engine is at its session or token limit
 ├── VerdictParseError (ValueError)  the model's answer breaks the verdict grammar (.raw)
 ├── BackendError                    a backend failed to give a verdict (.status, .error,
 │   │                               .error_type, .backend, .retry_headers)
@@ -43,11 +45,13 @@ __all__ = [
     "BackendTimeoutError",
     "CheckpointError",
     "ConfigurationError",
+    "EngineFullError",
     "InvalidInputError",
     "MissingDependencyError",
     "ModelLoadError",
     "Qwen3GuardError",
     "SessionClosedError",
+    "SessionEvictedError",
     "UnsafeContentError",
     "VerdictParseError",
 ]
@@ -233,3 +237,13 @@ class MissingDependencyError(Qwen3GuardError, ImportError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.module, self.extra))
+
+
+class EngineFullError(Qwen3GuardError):
+    """A `StreamEngine` is at its limit of live sessions or cached tokens (and the configured
+    wait, if any, ran out). Nothing was started or fed: retry later, or close idle sessions."""
+
+
+class SessionEvictedError(SessionClosedError):
+    """The engine closed this session (idle past its timeout, or its engine was closed); its KV
+    cache is gone, so it can never be fed again. Start a new session."""

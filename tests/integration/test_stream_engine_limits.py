@@ -17,7 +17,7 @@ from qwen3guard_integrations import (
     SessionClosedError,
 )
 from qwen3guard_integrations.backends.stream.engine import StreamEngine
-from qwen3guard_integrations.core.capacity import EngineFullError, SessionEvictedError
+from qwen3guard_integrations.core.errors import EngineFullError, SessionEvictedError
 
 torch = pytest.importorskip("torch")
 

@@ -28,8 +28,13 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ...core.capacity import EngineFullError, SessionEvictedError
-from ...core.errors import ConfigurationError, InvalidInputError, SessionClosedError
+from ...core.errors import (
+    ConfigurationError,
+    EngineFullError,
+    InvalidInputError,
+    SessionClosedError,
+    SessionEvictedError,
+)
 from .batched import batched_hidden
 from .jobs import EngineSession, Job, finish_job
 from .runtime import StreamRunner

@@ -53,7 +53,7 @@ def _assemble(job: Job, torch: Any) -> tuple[Any, Any, Any, Any]:
         torch.cat([c[k] for c in job.chunks]) if len(job.chunks) > 1 else job.chunks[0][k]
         for k in range(n)
     ]
-    return tuple(parts + [None] * (4 - n))  # type: ignore[return-value]
+    return tuple(parts + [None] * (4 - n))
 
 
 def finish_job(job: Job, error: BaseException | None) -> None:
