@@ -262,7 +262,7 @@ def test_safe_prompt_parallel_buffers_then_streams_on_demand(
     )
     user = Collector(probe=counter(model))
     out = list(safe.stream(SAFE_Q, {"callbacks": [user]}))
-    prompt = [e for e in user.events if e["stage"] == "prompt"][0]
+    prompt = next(e for e in user.events if e["stage"] == "prompt")
     assert not prompt["blocked"] and prompt["inner_chunks_discarded"] == 0
     assert "Sorry" in out[-1].text and "bomb" not in everything(out)
     words = len(bomb.split(" ")) * 2

@@ -15,6 +15,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import Field
 
 from qwen3guard_integrations.langchain import VERDICT_EVENT
 
@@ -28,7 +29,7 @@ class Paced(BaseChatModel):
     each call (sync and async ``_stream`` alike)."""
 
     script: list[Any]
-    generated: list[int] = []
+    generated: list[int] = Field(default_factory=list)
     turn: int = 0
     prefill: float = 0.0
     delay: float = 0.0
@@ -96,7 +97,6 @@ class Paced(BaseChatModel):
         assert merged is not None
         msg = AIMessage(content=merged.content, tool_calls=merged.tool_calls)
         return ChatResult(generations=[ChatGeneration(message=msg)])
-
 
     async def _agenerate(  # type: ignore[override]
         self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
