@@ -11,7 +11,8 @@ the prompt pass meanwhile:
   pump);
 - on a blocked prompt the pump stops at once: the task is cancelled and the inner async
   generator closed; a sync stream cannot be interrupted inside a read, so the worker stops
-  after the read in flight and closes the generator (at most one more chunk is produced).
+  after the read in flight and closes the generator (at most one more chunk is produced; an
+  inner model that is invoked, not streamed, runs to its end and its answer is thrown away).
   The blocked verdict event carries the cost (`PromptCost`: chunks produced and discarded) and
   so does the refusal chunk's ``response_metadata["qwen3guard_cost"]`` (or the raised
   `UnsafeContentError`'s ``cost`` attribute); the run then ends as in ``"before"`` mode;
