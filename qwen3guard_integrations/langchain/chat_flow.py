@@ -22,6 +22,7 @@ from ..core.verdict import Verdict
 from ..guards.holdback import HoldBack, abuffer_and_check, buffer_and_check
 from ..guards.session import AsyncStreamSession, StreamSession
 from .chat_parts import Conversation, Outbox, tool_call_texts
+from .prompt_check import AsyncParallelStart, ParallelStart
 from .reporting import Stage, adispatch_verdict, dispatch_verdict, with_verdicts
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ class Flow:
 
     def _wants_prompt(self, convo: Conversation) -> bool:
         return self.model.check_prompt and convo.ends_with_user
+
+    def _parallel(self, convo: Conversation) -> bool:
+        return self.model.prompt_check == "parallel" and self._wants_prompt(convo)
 
     def _final_plan(self, convo: Conversation, box: Outbox, streamed: bool) -> _Final:
         plan: _Final = []
@@ -121,10 +125,17 @@ class Flow:
         """The guarded call (sync)."""
         m, convo = self.model, Conversation.of(messages)
         session: StreamSession | None = None
+        parallel: ParallelStart | None = None
         try:
-            if m.stream_guard is not None:
+            if self._parallel(convo):  # the inner model starts now; nothing out before the verdict
+                parallel = ParallelStart(self, convo, inner)
+                session, inner = parallel.session, parallel.items
+                if parallel.blocked is not None:
+                    yield parallel.ending()
+                    return
+            elif m.stream_guard is not None:
                 session = m.stream_guard.session(convo.until_user)
-            if self._wants_prompt(convo):
+            if self._wants_prompt(convo) and parallel is None:
                 pv = m.guard.check_prompt(convo.full) if m.guard is not None else None
                 pv = pv if pv is not None else session.prompt_verdict  # type: ignore[union-attr]
                 if self._note("prompt", pv):
@@ -164,6 +175,8 @@ class Flow:
             yield from box.take_all()
             yield self._last(box)
         finally:
+            if parallel is not None:
+                parallel.close()
             if session is not None:
                 session.close()
 
@@ -194,10 +207,17 @@ class Flow:
         """Async twin of `run`."""
         m, convo = self.model, Conversation.of(messages)
         session: AsyncStreamSession | None = None
+        parallel: AsyncParallelStart | None = None
         try:
-            if m.stream_guard is not None:
+            if self._parallel(convo):
+                parallel = await AsyncParallelStart.start(self, convo, inner)
+                session, inner = parallel.session, parallel.items
+                if parallel.blocked is not None:
+                    yield parallel.ending()
+                    return
+            elif m.stream_guard is not None:
                 session = await m.stream_guard.asession(convo.until_user).start()
-            if self._wants_prompt(convo):
+            if self._wants_prompt(convo) and parallel is None:
                 pv = await m.guard.acheck_prompt(convo.full) if m.guard is not None else None
                 pv = pv if pv is not None else session.prompt_verdict  # type: ignore[union-attr]
                 if await self._anote("prompt", pv):
@@ -241,6 +261,8 @@ class Flow:
                 yield chunk
             yield self._last(box)
         finally:
+            if parallel is not None:
+                await parallel.aclose()
             if session is not None:
                 await session.aclose()
 

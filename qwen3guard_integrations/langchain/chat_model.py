@@ -12,6 +12,8 @@ The result is a real ``BaseChatModel`` (`GuardedChatModel`) around any chat mode
 
 1. the prompt is checked before the inner model runs (when the conversation ends with the
    user's turn): Gen with ``guard``, else the Stream head's prompt verdict;
+   ``prompt_check="parallel"`` starts the inner model meanwhile and releases nothing before
+   the verdict (a blocked prompt stops it at once; see `prompt_check`);
 2. with a ``stream_guard`` the inner model streams and each chunk's text (and its reasoning,
    ``reasoning="moderate"``, the default) is fed to the Stream head through the one hold-back
    loop (`HoldBack.run`) and a chunk is released only once all its text is cleared; without
@@ -66,6 +68,7 @@ from ..guards.gen import Qwen3Guard
 from ..guards.stream import Qwen3StreamGuard
 from .chat_flow import Flow
 from .chat_parts import NOSTREAM_TAG, keeps_inner_events
+from .prompt_check import PROMPT_CHECKS
 
 __all__ = ["GuardedChatModel", "guard_model"]
 
@@ -85,6 +88,7 @@ def guard_model(
     check_tool_calls: bool = True,
     metadata_text: bool = False,
     trace_inner: bool = True,
+    prompt_check: str = "before",
 ) -> GuardedChatModel:
     """``model`` guarded; see the module docstring and `GuardedChatModel`."""
     return GuardedChatModel(
@@ -99,6 +103,7 @@ def guard_model(
         check_tool_calls=check_tool_calls,
         metadata_text=metadata_text,
         trace_inner=trace_inner,
+        prompt_check=prompt_check,
     )
 
 
@@ -116,6 +121,9 @@ class GuardedChatModel(BaseChatModel):
         check_prompt, check_response, check_tool_calls: what to check.
         metadata_text: keep the flagged text (``text_until``) in message metadata.
         trace_inner: let the caller's tracers record the inner model's run.
+        prompt_check: ``"before"`` (default): check the prompt, then start the inner model;
+            ``"parallel"``: start both at once and release nothing before the prompt verdict
+            (see `prompt_check` and docs/latency.md).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -131,6 +139,7 @@ class GuardedChatModel(BaseChatModel):
     check_tool_calls: bool = True
     metadata_text: bool = False
     trace_inner: bool = True
+    prompt_check: str = "before"
 
     def __init__(self, **data: Any) -> None:
         _check_options(data)
@@ -301,7 +310,7 @@ class GuardedChatModel(BaseChatModel):
 
         def inner() -> Iterator[Any]:
             config = self._inner_config(run_manager)
-            if self.stream_guard is None:  # the answer is buffered anyway: one whole message
+            if self.stream_guard is None and self.check_response:  # buffered anyway: one message
                 return iter([self.model.invoke(messages, config, stop=stop, **kwargs)])
             stream: Iterator[Any] = self.model.stream(messages, config, stop=stop, **kwargs)
             return stream
@@ -319,7 +328,7 @@ class GuardedChatModel(BaseChatModel):
 
         def inner() -> AsyncIterator[Any]:
             config = self._inner_config(run_manager)
-            if self.stream_guard is None:
+            if self.stream_guard is None and self.check_response:
                 return _one(self.model.ainvoke(messages, config, stop=stop, **kwargs))
             return self.model.astream(messages, config, stop=stop, **kwargs)  # type: ignore[no-any-return]
 
@@ -352,6 +361,10 @@ def _check_options(data: dict[str, Any]) -> None:
         )
     data["on_block"] = check_action(data.get("on_block", BlockAction.RAISE), allowed=_ACTIONS)
     data["refusal"] = check_refusal(data.get("refusal", DEFAULT_REFUSAL))
+    if data.get("prompt_check", "before") not in PROMPT_CHECKS:
+        raise ConfigurationError(
+            f"prompt_check must be 'before' or 'parallel', got {data.get('prompt_check')!r}"
+        )
     if data.get("reasoning", "moderate") not in ("moderate", "skip"):
         raise ConfigurationError(
             f"reasoning must be 'moderate' or 'skip', got {data.get('reasoning')!r}"
