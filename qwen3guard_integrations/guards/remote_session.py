@@ -6,6 +6,7 @@ See `qwen3guard_integrations.guards.remote` for the guard that opens them, and
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import threading
@@ -189,6 +190,14 @@ class RemoteStreamSession(StreamSession):
     def peek(self) -> StreamUpdate:
         """Moderate the held-back tail without committing it (see `StreamSession.peek`)."""
         return self._call({"op": "peek"})
+
+    async def afeed(self, piece: str | int | Sequence[int]) -> StreamUpdate:
+        """`feed` with the round trip in a worker thread (the WebSocket client is sync)."""
+        return await asyncio.to_thread(self.feed, piece)
+
+    async def afinish(self) -> StreamUpdate:
+        """`finish` with the round trip in a worker thread."""
+        return await asyncio.to_thread(self.finish)
 
     def close(self) -> None:
         """Close the session on the server and the connection. Idempotent."""
