@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ...core.deps import require
 from ...core.errors import BackendError
@@ -19,7 +19,7 @@ from ...core.gen_answer import GenAnswer
 from .engine import RemoteGenBackend
 from .http import HttpResult, apost_json, deadline_scope, get, post_json, raise_for_status
 from .protocol import RetryPolicy, openai_answer, openai_body
-from .secrets import check_headers, check_secret, redact_url
+from .secrets import check_headers, check_secret, redact_url, route
 
 __all__ = ["DEFAULT_INPUT_TOKENS", "OpenAIGenBackend", "api_base", "model_context"]
 
@@ -29,8 +29,9 @@ DEFAULT_INPUT_TOKENS = 8192
 
 def api_base(base_url: str) -> str:
     """``http://host:8000`` and ``http://host:8000/v1`` both mean ``http://host:8000/v1``."""
-    url = base_url.rstrip("/")
-    return url + "/v1" if urlsplit(url).path in ("", "/") else url
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/") or "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def model_context(models: Any, model: str) -> int | None:
@@ -124,13 +125,13 @@ class OpenAIGenBackend(RemoteGenBackend):
         return openai_answer(data, head=head, labels=self.labels)
 
     def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
-        url = self.base + "/completions"
+        url = route(self.base, "/completions")
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
         res = post_json(self._http, url, self._body(ids), **where)
         return self._answer(res, head)
 
     async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
-        url = self.base + "/completions"
+        url = route(self.base, "/completions")
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
         res = await apost_json(state["http"], url, self._body(ids), **where)
         return self._answer(res, head)
@@ -148,18 +149,18 @@ class OpenAIGenBackend(RemoteGenBackend):
 
     def _root(self) -> str:
         parts = urlsplit(self.base)
-        return f"{parts.scheme}://{parts.netloc}"
+        return urlunsplit((parts.scheme, parts.netloc, "", parts.query, ""))
 
     def models(self) -> Any:
         """``GET /v1/models`` (raises a typed error when it fails)."""
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
         with deadline_scope(self.timeout):
-            res = get(self._http, self.base + "/models", **where)
+            res = get(self._http, route(self.base, "/models"), **where)
         raise_for_status(res, **where)
         return res.json(**where)
 
     def _health_routes(self) -> tuple[str, str]:
-        return self._root() + "/health", self.base + "/models"
+        return route(self._root(), "/health"), route(self.base, "/models")
 
     def _health_info(self, data: Any) -> tuple[dict[str, Any], str | None]:
         entries = data.get("data") if isinstance(data, dict) else None

@@ -27,6 +27,7 @@ __all__ = [
     "check_secret",
     "is_hugging_face_host",
     "redact_url",
+    "route",
     "scrub",
     "url_secrets",
 ]
@@ -53,6 +54,15 @@ def redact_url(url: str) -> str:
     if parts.query and not query:
         query = _MASK
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def route(base: str, path: str) -> str:
+    """``base`` with ``path`` appended to its path, its query kept (``http://h/v1?key=k`` +
+    ``/completions`` is ``http://h/v1/completions?key=k``)."""
+    parts = urlsplit(base)
+    return urlunsplit(
+        (parts.scheme, parts.netloc, parts.path.rstrip("/") + path, parts.query, "")
+    )
 
 
 def url_secrets(url: str) -> list[str]:

@@ -24,7 +24,7 @@ from ...core.gen_answer import GenAnswer
 from .engine import RemoteGenBackend
 from .http import HttpResult, apost_json, deadline_scope, get, post_json, raise_for_status
 from .protocol import RetryPolicy, tgi_answer, tgi_body
-from .secrets import check_headers, check_secret, is_hugging_face_host, redact_url
+from .secrets import check_headers, check_secret, is_hugging_face_host, redact_url, route
 
 __all__ = ["DEFAULT_INPUT_TOKENS", "TGIGenBackend", "tgi_limits"]
 
@@ -134,12 +134,12 @@ class TGIGenBackend(RemoteGenBackend):
 
     def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        res = post_json(self._http, self.url + "/generate", self._body(ids), **where)
+        res = post_json(self._http, route(self.url, "/generate"), self._body(ids), **where)
         return self._answer(res, head)
 
     async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        res = await apost_json(state["http"], self.url + "/generate", self._body(ids), **where)
+        res = await apost_json(state["http"], route(self.url, "/generate"), self._body(ids), **where)
         return self._answer(res, head)
 
     def _new_loop_state(self) -> dict[str, Any]:
@@ -157,7 +157,7 @@ class TGIGenBackend(RemoteGenBackend):
         """``GET /info`` (raises a typed error when it fails)."""
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
         with deadline_scope(self.timeout):
-            res = get(self._http, self.url + "/info", **where)
+            res = get(self._http, route(self.url, "/info"), **where)
         raise_for_status(res, **where)
         data = res.json(**where)
         if not isinstance(data, dict):
@@ -165,7 +165,7 @@ class TGIGenBackend(RemoteGenBackend):
         return data
 
     def _health_routes(self) -> tuple[str, str]:
-        return self.url + "/health", self.url + "/info"
+        return route(self.url, "/health"), route(self.url, "/info")
 
     def _health_info(self, data: Any) -> tuple[dict[str, Any], str | None]:
         if not isinstance(data, dict):
