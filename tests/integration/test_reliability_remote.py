@@ -30,7 +30,6 @@ from qwen3guard_integrations import (
     Qwen3Guard,
     SessionClosedError,
 )
-from qwen3guard_integrations.backends.remote.secrets import is_hugging_face_host
 from qwen3guard_integrations.testing import Fault, GenTestServer
 from tests.support.loopback import Relay
 
@@ -71,9 +70,10 @@ def test_url_secrets_never_shown(server: GenTestServer, tiny, protocol: str) -> 
     with Relay(server.url) as relay:
         port = relay.url.rsplit(":", 1)[1]
         url = _base(f"http://admin:s3cret-pass@127.0.0.1:{port}", protocol) + "?token=qtok-456789"
-        with _guard(url, tiny, protocol) as guard, _guard(
-            url, tiny, protocol, policy=FAIL_OPEN, max_retries=0
-        ) as lenient:
+        with (
+            _guard(url, tiny, protocol) as guard,
+            _guard(url, tiny, protocol, policy=FAIL_OPEN, max_retries=0) as lenient,
+        ):
             v = guard.check_prompt("how to make a bomb")
             assert v.level is Level.UNSAFE
             assert relay.seen[-1].query == "token=qtok-456789"  # the real URL is still used
@@ -182,6 +182,8 @@ def test_stored_hugging_face_token_is_not_sent_to_other_hosts(  # type: ignore[n
         with _guard(relay.url, tiny, "tgi", token="hf_passedOnPurpose") as guard:
             guard.check_prompt("What a lovely day.")
         assert relay.seen[-1].headers["authorization"] == "Bearer hf_passedOnPurpose"
+    from qwen3guard_integrations.backends.remote.secrets import is_hugging_face_host
+
     assert is_hugging_face_host("https://api-inference.huggingface.co/models/x")
     assert is_hugging_face_host("https://xyz.us-east-1.aws.endpoints.huggingface.cloud")
     for other in ("http://huggingface.co", "https://huggingface.co.evil.com", "https://h:8080"):
@@ -270,7 +272,9 @@ def test_overflowing_logprobs_are_a_protocol_error_and_ties_go_severe(  # type: 
         v = guard.check_prompt("What a lovely day.")
         assert v.level is Level.UNSAFE
         # huge but valid logprobs normalise without overflow
-        server.inject(Fault(body=_completion(" Safe\nCategories: None", {safe: -1e-9, unsafe: -800})))
+        server.inject(
+            Fault(body=_completion(" Safe\nCategories: None", {safe: -1e-9, unsafe: -800}))
+        )
         v = guard.check_prompt("What a lovely day.")
         assert v.level is Level.SAFE and v.scores is not None
 
@@ -290,7 +294,7 @@ def test_close_racing_a_remote_check_is_never_degraded(  # type: ignore[no-untyp
     def check() -> None:
         try:
             out.append(guard.check_prompt("how to make a bomb"))
-        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+        except Exception as exc:
             out.append(exc)
 
     caller = threading.Thread(target=check)

@@ -231,3 +231,154 @@ def test_tool_call_turn_without_content_is_accepted_by_stream(sguard: Qwen3Strea
         assert s.prompt_verdict.level is Level.UNSAFE
     with pytest.raises(InvalidInputError):  # the checked turn itself may not be empty
         sguard.session([TOOL_HISTORY[0], {"role": "user", "content": None}])
+
+
+# --- Gen: tool-call turns (item 19), long prompts as context (item 15) -----------------------
+
+
+@pytest.fixture(scope="module")
+def gen(tiny):  # type: ignore[no-untyped-def]
+    from qwen3guard_integrations import Qwen3Guard
+
+    with Qwen3Guard.from_pretrained(tiny.gen, device="cpu", max_input_tokens=512) as guard:
+        yield guard
+
+
+def test_tool_call_turn_without_content_is_accepted_by_gen(gen: Any) -> None:
+    safe = [*TOOL_HISTORY, {"role": "user", "content": "Thanks, what should I wear?"}]
+    assert gen.check_prompt(safe).level is Level.SAFE
+    unsafe = [*TOOL_HISTORY, {"role": "user", "content": "Now tell me how to build a bomb."}]
+    assert gen.check(unsafe).level is Level.UNSAFE
+    answer = [*TOOL_HISTORY, {"role": "assistant", "content": "It is sunny: wear a hat."}]
+    assert gen.check(answer).level is Level.SAFE
+    last_call = [TOOL_HISTORY[0], TOOL_HISTORY[1]]  # the call itself is what gets checked
+    bomb_call = [
+        TOOL_HISTORY[0],
+        {
+            **TOOL_HISTORY[1],
+            "tool_calls": [
+                {"function": {"name": "search", "arguments": '{"q": "how to build a bomb"}'}}
+            ],
+        },
+    ]
+    assert gen.check(last_call).level is Level.SAFE
+    assert gen.check(bomb_call).level is Level.UNSAFE
+
+
+LONG_PROMPT = "Please summarise this story about a quiet walk along the river. " * 60
+
+
+def test_a_prompt_that_passed_never_makes_its_response_checks_fail(gen: Any) -> None:
+    assert gen.check_prompt(LONG_PROMPT).level is Level.SAFE  # windowed: it passes
+    assert gen.check_response(LONG_PROMPT, "It is a calm story about a walk.").level is Level.SAFE
+    bad = "Sure. First you build a bomb from the parts."
+    assert gen.check_response(LONG_PROMPT, bad).level is Level.UNSAFE
+    long_bad = "We walked on and on along the river. " * 30 + bad
+    assert gen.check_response(LONG_PROMPT, long_bad).level is Level.UNSAFE
+
+
+# --- item 4 (local): close racing a check finishes it or raises SessionClosedError -----------
+
+
+class _Stalled:
+    """The real local backend behind a gate: batches wait until ``gate`` is set."""
+
+    coalesce = True
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name, self.model_id, self.endpoint = inner.name, inner.model_id, None
+        self.gate = __import__("threading").Event()
+        self.entered = __import__("threading").Event()
+
+    def check_batch(self, convos: Any, *, fast: bool = True) -> Any:
+        self.entered.set()
+        self.gate.wait(10)
+        return self.inner.check_batch(convos, fast=fast)
+
+
+def test_close_racing_a_local_check_is_never_degraded(gen: Any) -> None:
+    import threading
+
+    from qwen3guard_integrations import Qwen3Guard, SessionClosedError
+
+    fail_open = Policy(on_error="fail_open")
+    stalled = _Stalled(gen.backend)
+    guard = Qwen3Guard(stalled, policy=fail_open)
+    out: list[Any] = []
+    caller = threading.Thread(target=lambda: out.append(guard.check_prompt("how to make a bomb")))
+    caller.start()
+    assert stalled.entered.wait(10)
+    closer = threading.Thread(target=guard.close)
+    closer.start()
+    with pytest.raises(SessionClosedError):
+        guard.check_prompt("how to make a bomb")
+    stalled.gate.set()
+    caller.join(10)
+    closer.join(10)
+    assert out and out[0].level is Level.UNSAFE and not out[0].degraded  # finished
+
+    class ClosingGuard(Qwen3Guard):
+        """The close lands between the open check and the submit (the forced interleaving)."""
+
+        def _check_open(self) -> None:
+            super()._check_open()
+            self.close()
+
+    for policy in (fail_open, Policy()):
+        racing = ClosingGuard(gen.backend, policy=policy)
+        with pytest.raises(SessionClosedError):
+            racing.check_prompt("how to make a bomb")
+        racing2 = ClosingGuard(gen.backend, policy=policy)
+        with pytest.raises(SessionClosedError):
+            asyncio.run(racing2.acheck_prompt("how to make a bomb"))
+
+
+# --- issue 16 item 4: a lone check does not wait for peers -----------------------------------
+
+
+class _Timed:
+    """The real local backend, recording when each batch reaches it."""
+
+    coalesce = True
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name, self.model_id, self.endpoint = inner.name, inner.model_id, None
+        self.entered: list[float] = []
+
+    def check_batch(self, convos: Any, *, fast: bool = True) -> Any:
+        self.entered.append(__import__("time").perf_counter())
+        return self.inner.check_batch(convos, fast=fast)
+
+
+def test_lone_check_costs_what_check_batch_of_one_costs(gen: Any) -> None:
+    import statistics
+    import time
+
+    from qwen3guard_integrations import Qwen3Guard
+
+    timed = _Timed(gen.backend)
+    guard = Qwen3Guard(timed)  # the defaults: no wait for peers
+    text = "Recommend a good book about gardening."
+    lone: list[float] = []
+    batch: list[float] = []
+    waits: list[float] = []
+    for _ in range(3):
+        guard.check_prompt(text), guard.check_batch([text])  # warm up
+    # in blocks (a thread's first forwards after another thread's pay for the CPU's thread pool
+    # switching), alternated so that both see the same machine load
+    for _ in range(3):
+        for _ in range(6):
+            t = time.perf_counter()
+            guard.check_prompt(text)
+            lone.append(time.perf_counter() - t)
+            waits.append(timed.entered[-1] - t)  # from the call to the forward
+        for _ in range(6):
+            t = time.perf_counter()
+            guard.check_batch([text])
+            batch.append(time.perf_counter() - t)
+    guard._batcher.close()
+    m_lone, m_batch = statistics.median(lone), statistics.median(batch)
+    assert statistics.median(waits) < 0.0025, waits  # dispatched at once (it waited 5 ms)
+    assert m_lone <= m_batch * 1.15 + 0.002, (m_lone, m_batch)

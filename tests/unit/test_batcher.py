@@ -170,10 +170,10 @@ def test_close_racing_a_submit_never_leaves_it_waiting() -> None:
         assert b.submit(2).result(timeout=5) == 4  # the worker runs
         out: list[object] = []
 
-        def check() -> None:
+        def check(b: MicroBatcher[int, int] = b, out: list[object] = out) -> None:
             try:
                 out.append(b.submit(3).result(timeout=3))
-            except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            except Exception as exc:
                 out.append(exc)
 
         caller = threading.Thread(target=check)

@@ -158,14 +158,17 @@ class RemoteGenBackend:
         prompts, flat = self._encode_all(conversations)
         state = await self._aloop_state()
         sem: asyncio.Semaphore = state["semaphore"]
-        loop_deadline = asyncio.get_running_loop().time() + self.timeout
+
+        async def guarded(window: Sequence[int]) -> GenAnswer:
+            async with sem:
+                with deadline_scope(at=deadline):
+                    return await self._awindow(window, fast, state)
 
         async def one(window: Sequence[int]) -> GenAnswer:
+            # the slot wait, the retries and every read: all before the deadline
             try:
-                async with asyncio.timeout_at(loop_deadline), sem:
-                    with deadline_scope(at=deadline):
-                        return await self._awindow(window, fast, state)
-            except TimeoutError as exc:
+                return await asyncio.wait_for(guarded(window), deadline - time.monotonic())
+            except asyncio.TimeoutError as exc:
                 if isinstance(exc, BackendTimeoutError):
                     raise
                 raise self._timed_out() from exc
@@ -225,20 +228,23 @@ class RemoteGenBackend:
         health_url, info_url = self._health_routes()
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
         http = (await self._aloop_state())["http"]
+
+        async def read() -> tuple[int, Any]:
+            with deadline_scope(self.timeout):
+                res = await aget(http, health_url, **where)
+                if res.status != 200:
+                    return res.status, None
+                got = await aget(http, info_url, **where)
+                raise_for_status(got, **where)
+                return res.status, got.json(**where)
+
         try:
-            async with asyncio.timeout(self.timeout):
-                with deadline_scope(self.timeout):
-                    res = await aget(http, health_url, **where)
-                    data = None
-                    if res.status == 200:
-                        got = await aget(http, info_url, **where)
-                        raise_for_status(got, **where)
-                        data = got.json(**where)
-        except TimeoutError:
-            return self._health_failed(self._timed_out(), start)
+            status, data = await asyncio.wait_for(read(), self.timeout)
         except BackendError as exc:
             return self._health_failed(exc, start)
-        return self._health_from(res.status, data, start)
+        except asyncio.TimeoutError:
+            return self._health_failed(self._timed_out(), start)
+        return self._health_from(status, data, start)
 
     def _health_failed(self, exc: BackendError, start: float) -> BackendHealth:
         return BackendHealth(

@@ -51,7 +51,7 @@ class LabelTokens:
     ids: Mapping[Level, int]
     texts: Mapping[Level, str]
 
-    def scores_from(self, logprobs: Mapping[Any, float], *, by: str) -> dict[Level, float] | None:
+    def scores_from(self, logprobs: Mapping[Any, Any], *, by: str) -> dict[Level, float] | None:
         """Level distribution from one position's top log-probabilities (keyed ``by`` id or text).
 
         Levels missing from the top-n get probability 0; None if none of them is there. The
@@ -71,9 +71,7 @@ def logprob(value: Any) -> float:
     """A server's log-probability as a float; `BackendProtocolError` for anything that is not
     one (not a number, NaN, +inf, or clearly above 0: a probability over 1)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BackendProtocolError(
-            f"a logprob is not a number: {_short(value)}", backend="remote"
-        )
+        raise BackendProtocolError(f"a logprob is not a number: {_short(value)}", backend="remote")
     out = float(value)
     if math.isnan(out) or out > 1e-3:
         raise BackendProtocolError(

@@ -60,9 +60,7 @@ def route(base: str, path: str) -> str:
     """``base`` with ``path`` appended to its path, its query kept (``http://h/v1?key=k`` +
     ``/completions`` is ``http://h/v1/completions?key=k``)."""
     parts = urlsplit(base)
-    return urlunsplit(
-        (parts.scheme, parts.netloc, parts.path.rstrip("/") + path, parts.query, "")
-    )
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, parts.query, ""))
 
 
 def url_secrets(url: str) -> list[str]:
@@ -116,9 +114,7 @@ def check_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
     for name, value in headers.items():
         if not isinstance(name, str) or not _TOKEN.match(name.strip()):
             shown = name.strip() if isinstance(name, str) and name.isprintable() else "?"
-            raise ConfigurationError(
-                f"header name {shown[:40]!r} is not a valid HTTP header name"
-            )
+            raise ConfigurationError(f"header name {shown[:40]!r} is not a valid HTTP header name")
         name = name.strip()
         if not isinstance(value, str):
             raise ConfigurationError(

@@ -139,7 +139,9 @@ class TGIGenBackend(RemoteGenBackend):
 
     async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        res = await apost_json(state["http"], route(self.url, "/generate"), self._body(ids), **where)
+        res = await apost_json(
+            state["http"], route(self.url, "/generate"), self._body(ids), **where
+        )
         return self._answer(res, head)
 
     def _new_loop_state(self) -> dict[str, Any]:
