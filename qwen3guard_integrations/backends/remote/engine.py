@@ -12,8 +12,10 @@ Every failure ends as a typed error for its item: `BackendConnectionError`,
 `VerdictParseError` (an answer that is not a verdict). The guard turns them into a raised
 error (fail-closed) or a ``degraded`` verdict (fail-open).
 
-``timeout`` is a deadline for the whole check: every window, its retries and their waits, the
-wait for a concurrency slot, and every byte of every answer (`deadline_scope`). Async clients
+``timeout`` is a deadline for each window's whole exchange, from the moment it gets its
+concurrency slot: its requests, its retries and their waits, and every byte of every answer
+(`deadline_scope`). A single check (one window) is therefore bounded by ``timeout`` once it is
+sent; waiting behind other checks for a slot is bounded by those checks' own deadlines. Async clients
 live one per event loop and are closed when that loop shuts down (``asyncio.run`` ends), so a
 program that calls ``asyncio.run(guard.acheck_prompt(...))`` in a loop keeps its sockets flat.
 """
@@ -26,7 +28,6 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from typing import Any, TypeVar
 
 from ...core.errors import (
@@ -139,14 +140,12 @@ class RemoteGenBackend:
     ) -> list[Verdict | Exception]:
         """One verdict (or that item's typed error) per conversation; windows run concurrently."""
         start = time.perf_counter()
-        deadline = time.monotonic() + self.timeout
         prompts, flat = self._encode_all(conversations)
         results: list[GenAnswer | Exception] = []
         if flat:
             pool = self._executor()
-            futures = [pool.submit(self._window, w, fast, deadline) for _, w in flat]
-            wait_futures(futures, timeout=max(0.0, deadline - time.monotonic()) + 0.05)
-            results = [_outcome(f, self) for f in futures]
+            futures = [pool.submit(self._window, w, fast) for _, w in flat]
+            results = [_outcome(f) for f in futures]
         return self._assemble(prompts, flat, results, start)
 
     async def acheck_batch(
@@ -154,24 +153,21 @@ class RemoteGenBackend:
     ) -> list[Verdict | Exception]:
         """Async twin of `check_batch` (native async I/O, bounded concurrency)."""
         start = time.perf_counter()
-        deadline = time.monotonic() + self.timeout
         prompts, flat = self._encode_all(conversations)
         state = await self._aloop_state()
         sem: asyncio.Semaphore = state["semaphore"]
 
-        async def guarded(window: Sequence[int]) -> GenAnswer:
-            async with sem:
-                with deadline_scope(at=deadline):
-                    return await self._awindow(window, fast, state)
-
         async def one(window: Sequence[int]) -> GenAnswer:
-            # the slot wait, the retries and every read: all before the deadline
-            try:
-                return await asyncio.wait_for(guarded(window), deadline - time.monotonic())
-            except asyncio.TimeoutError as exc:
-                if isinstance(exc, BackendTimeoutError):
-                    raise
-                raise self._timed_out() from exc
+            async with sem:  # from here on: the requests, retries and every read in `timeout`
+                try:
+                    with deadline_scope(self.timeout):
+                        return await asyncio.wait_for(
+                            self._awindow(window, fast, state), self.timeout
+                        )
+                except asyncio.TimeoutError as exc:
+                    if isinstance(exc, BackendTimeoutError):
+                        raise
+                    raise self._timed_out() from exc
 
         gathered = await asyncio.gather(*(one(w) for _, w in flat), return_exceptions=True)
         results: list[GenAnswer | Exception] = []
@@ -316,10 +312,10 @@ class RemoteGenBackend:
     def _head(self, fast: bool) -> str:
         return self.renderer.head if fast else ""
 
-    def _window(self, window: Sequence[int], fast: bool, deadline: float) -> GenAnswer:
+    def _window(self, window: Sequence[int], fast: bool) -> GenAnswer:
         """The answer for one window (with the label forced if the first answer was garbage),
-        all of it before ``deadline`` (monotonic)."""
-        with deadline_scope(at=deadline):
+        all of it within ``timeout`` (it runs on a worker: its slot)."""
+        with deadline_scope(self.timeout):
             ids, head = self.renderer.ids(window, fast=fast), self._head(fast)
             answer = self._with_retries(self._send, ids, head)
             forced = self._forced(ids, head, answer)
@@ -433,10 +429,7 @@ async def _keep(backend: RemoteGenBackend, loop: Any, state: dict[str, Any]) -> 
         await backend._release_loop(ref(), state)
 
 
-def _outcome(future: Any, backend: RemoteGenBackend) -> GenAnswer | Exception:
-    if not future.done():  # past the deadline: the caller is answered now
-        future.cancel()
-        return backend._timed_out()
+def _outcome(future: Any) -> GenAnswer | Exception:
     try:
         result: GenAnswer = future.result()
         return result
