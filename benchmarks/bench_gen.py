@@ -49,6 +49,30 @@ def _median_ms(guard, texts: list[str], repeats: int) -> float:  # type: ignore[
     return statistics.median(times)
 
 
+def _lone_vs_batch_of_one(model: str, repeats: int) -> dict[str, float]:
+    """A lone ``check_prompt`` (through the micro-batcher, default options) against the same
+    check through ``check_batch([x])``: medians over alternating blocks (issue 16, item 4)."""
+
+    from qwen3guard_integrations import Qwen3Guard
+
+    guard = Qwen3Guard.from_pretrained(model)
+    text = SAFE[0]
+    lone: list[float] = []
+    batch: list[float] = []
+    for _ in range(3):
+        guard.check_prompt(text), guard.check_batch([text])
+    for _ in range(max(3, repeats)):
+        for calls, run in ((lone, guard.check_prompt), (batch, lambda t: guard.check_batch([t]))):
+            for _ in range(6):
+                start = time.perf_counter()
+                run(text)
+                calls.append((time.perf_counter() - start) * 1000)
+    guard.close()
+    lone_ms, batch_ms = statistics.median(lone), statistics.median(batch)
+    print(f"  lone: check_prompt {lone_ms:7.2f} ms  check_batch([x]) {batch_ms:7.2f} ms")
+    return {"lone_ms": lone_ms, "batch_of_one_ms": batch_ms, "lone_vs_batch": lone_ms / batch_ms}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -103,6 +127,7 @@ def main() -> None:
     )
     fast.close()
     full.close()
+    res.update(_lone_vs_batch_of_one(model, args.repeats))
     if args.json:
         print(json.dumps({k: round(v, 3) for k, v in res.items()}))
 

@@ -11,13 +11,16 @@ In one run, on the tiny checkpoints (or ``--gen`` / ``--stream`` models) and the
     half cancelled mid-stream; live sessions, KV caches and RSS after each round against the
     baseline;
 (d) ``huge``: 1 MB inputs: local Gen in 240-token windows (trigger at the very end), the
-    OpenAI-compatible server with its own input limit, and a Stream session.
+    OpenAI-compatible server with its own input limit, and a Stream session;
+(e) ``asyncio_run``: ``--runs`` (200) ``asyncio.run(guard.acheck_prompt(...))`` in a row on one
+    remote guard per route (each run a new event loop): open file descriptors and RSS after the
+    warm-up, then every 50 runs, must stay flat (each loop's client is closed with its loop).
 
 Every verdict is compared with the one its own input gets alone (a verdict delivered to the wrong
 caller shows up as a wrong level or category). Each phase is bounded by ``--timeout`` seconds.
 
-Usage: ``python benchmarks/stress.py [--n 1000] [--sessions 200] [--tgi] [--json]``. With
-``--json`` the last line is one JSON object.
+Usage: ``python benchmarks/stress.py [--n 1000] [--sessions 200] [--runs 200] [--tgi]
+[--only-runs] [--json]``. With ``--json`` the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -167,6 +170,41 @@ def _huge(gen: Any, sguard: Any, server: Any, timeout: float) -> dict[str, Any]:
     return out
 
 
+def _fds() -> int:
+    import os
+
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
+
+
+def _asyncio_runs(guard: Any, runs: int) -> dict[str, Any]:
+    """``runs`` checks, each in its own ``asyncio.run``: fds and RSS along the way."""
+    for _ in range(5):  # warm-up: the sync probe, imports, first allocations
+        asyncio.run(guard.acheck_prompt(KINDS[4]))
+    gc.collect()
+    fds, rss = [_fds()], [round(_rss_mb(), 1)]
+    wrong = 0
+    for i in range(runs):
+        kind = KINDS[i % 2 * 4]  # bomb / lovely day
+        v = asyncio.run(guard.acheck_prompt(kind))
+        wrong += (v.level.value == "Safe") != (kind == KINDS[4])
+        if (i + 1) % 50 == 0:
+            gc.collect()
+            fds.append(_fds())
+            rss.append(round(_rss_mb(), 1))
+    return {
+        "runs": runs,
+        "fds": fds,
+        "rss_mb": rss,
+        "fd_growth": fds[-1] - fds[0],
+        "rss_growth_mb": round(rss[-1] - rss[0], 1),
+        "wrong": wrong,
+        "open_loop_states": len(guard.backend._loop_state),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gen", help="a Gen checkpoint (default: the tiny one)")
@@ -175,6 +213,8 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=200, help="concurrent stream sessions")
     ap.add_argument("--tgi", action="store_true", help="also load the TGI route")
     ap.add_argument("--timeout", type=float, default=300.0, help="bound of each phase (s)")
+    ap.add_argument("--runs", type=int, default=200, help="asyncio.run calls in a row")
+    ap.add_argument("--only-runs", action="store_true", help="only the asyncio.run phase")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -192,6 +232,14 @@ def main() -> None:
     async def bounded(coro: Any) -> Any:
         return await asyncio.wait_for(coro, args.timeout)
 
+    if args.only_runs:
+        with GenTestServer(gen) as server:
+            _runs_phase(result, server, gen, args)
+        for key, value in result.items():
+            print(f"{key}: {value}")
+        if args.json:
+            print(json.dumps(result))
+        return
     with Qwen3Guard.from_pretrained(gen, device="cpu") as local:
 
         async def local_phase() -> list[Any]:
@@ -230,12 +278,26 @@ def main() -> None:
 
         result["stream"], result["stream_cancel_half"] = asyncio.run(stream_phase())
         result["huge_1mb"] = _huge(gen, sguard, server, args.timeout)
+        _runs_phase(result, server, gen, args)
     result["rss_mb_end"] = round(_rss_mb())
 
     for key, value in result.items():
         print(f"{key}: {value}")
     if args.json:
         print(json.dumps(result))
+
+
+def _runs_phase(result: dict[str, Any], server: Any, gen: str, args: Any) -> None:
+    from qwen3guard_integrations import Qwen3Guard
+
+    for route in ["openai", "tgi"]:
+        guard = (
+            Qwen3Guard.from_openai(server.openai_url, model=server.model_id, tokenizer=gen)
+            if route == "openai"
+            else Qwen3Guard.from_tgi(server.url, tokenizer=gen)
+        )
+        with guard:
+            result[f"asyncio_run_{route}"] = _asyncio_runs(guard, args.runs)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def _guard(args: argparse.Namespace) -> Any:
         )
     if not args.url:
         raise InvalidInputError(f"--backend {args.backend} needs --url")
-    headers = dict(h.split(":", 1) for h in args.header) if args.header else None
+    headers = _headers(args.header) if args.header else None
     if args.backend == "tgi":
         return Qwen3Guard.from_tgi(
             args.url,
@@ -55,6 +55,23 @@ def _guard(args: argparse.Namespace) -> Any:
         normalize=args.normalize,
         local_files_only=offline,
     )
+
+
+def _headers(given: list[str]) -> dict[str, str]:
+    """``--header "Name: value"`` options as a dict: split at the first colon, both sides
+    stripped (the value is checked by the backend and never printed)."""
+    from ..core.errors import ConfigurationError
+
+    out: dict[str, str] = {}
+    for item in given:
+        name, colon, value = item.partition(":")
+        if not colon or not name.strip():
+            shown = name.strip()[:40] if colon else "(no colon)"
+            raise ConfigurationError(
+                f"--header must be NAME:VALUE; got a header without a name or a colon: {shown}"
+            )
+        out[name.strip()] = value.strip()
+    return out
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ list of those. Content may be a string or a list of content blocks (``{"type": "
 from __future__ import annotations
 
 import functools
+import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from .errors import InvalidInputError
 from .labels import Role
 
 __all__ = [
+    "DEFAULT_IGNORABLE_RANGES",
     "Message",
     "MessageLike",
     "MessagesInput",
@@ -106,6 +108,33 @@ def _content_text(content: object, non_text: Literal["error", "skip"]) -> str:
     return check_text(content, what="message content", allow_empty=True)
 
 
+def _tool_calls_text(item: Mapping[str, Any]) -> str:
+    """The tool calls of an assistant turn without content (``content: None``), one per line as
+    ``name(arguments)``: OpenAI ``tool_calls`` / ``function_call`` or LangChain ``name`` /
+    ``args`` dicts. A turn with no readable call is empty text (history only: an empty last
+    message is still rejected)."""
+    calls = item.get("tool_calls")
+    if calls is None and isinstance(item.get("function_call"), Mapping):
+        calls = [{"function": item["function_call"]}]
+    if calls is None:
+        return ""
+    if not isinstance(calls, Sequence) or isinstance(calls, (str, bytes, bytearray)):
+        raise InvalidInputError("'tool_calls' must be a list of tool calls")
+    lines: list[str] = []
+    for call in calls:
+        if not isinstance(call, Mapping):
+            raise InvalidInputError(f"a tool call must be a dict, not {type(call).__name__}")
+        fn = call.get("function")
+        spec: Mapping[str, Any] = fn if isinstance(fn, Mapping) else call
+        name = spec.get("name", "")
+        args = spec.get("arguments", spec.get("args", ""))
+        if not isinstance(args, str):
+            args = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
+        name = check_text(name if isinstance(name, str) else str(name), allow_empty=True)
+        lines.append(f"{name}({check_text(args, what='tool call arguments', allow_empty=True)})")
+    return "\n".join(lines)
+
+
 def _one(item: MessageLike, non_text: Literal["error", "skip"]) -> Message:
     if isinstance(item, Message):
         check_text(item.content, what="message content", allow_empty=True)
@@ -120,9 +149,12 @@ def _one(item: MessageLike, non_text: Literal["error", "skip"]) -> Message:
             raise InvalidInputError(
                 f"invalid role {role!r}; expected one of system, user, assistant, tool"
             )
-        return Message(
-            role=_ROLE_ALIASES[role.lower()], content=_content_text(item["content"], non_text)
-        )
+        name = _ROLE_ALIASES[role.lower()]
+        content = item["content"]
+        if content is None and name == "assistant":
+            # an OpenAI-style tool-call turn: its calls, as text, are what it said
+            return Message(role=name, content=_tool_calls_text(item))
+        return Message(role=name, content=_content_text(content, non_text))
     raise InvalidInputError(
         f"cannot read a message from {type(item).__name__}; pass str, a role/content dict or a list"
     )
@@ -211,18 +243,55 @@ def response_messages(
 UnicodeNormalization = Literal["none", "format", "nfkc"]
 
 
+#: Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt, Unicode 15.1/16.0),
+#: as inclusive code point ranges. ``unicodedata`` does not expose this property, so it is kept
+#: here as data: characters a renderer shows as nothing (joiners, variation selectors, fillers,
+#: tags, bidi controls), whatever their general category.
+DEFAULT_IGNORABLE_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00AD, 0x00AD),  # SOFT HYPHEN
+    (0x034F, 0x034F),  # COMBINING GRAPHEME JOINER
+    (0x061C, 0x061C),  # ARABIC LETTER MARK
+    (0x115F, 0x1160),  # HANGUL CHOSEONG FILLER..HANGUL JUNGSEONG FILLER
+    (0x17B4, 0x17B5),  # KHMER VOWEL INHERENT AQ..AA
+    (0x180B, 0x180F),  # MONGOLIAN FREE VARIATION SELECTORS, MONGOLIAN VOWEL SEPARATOR
+    (0x200B, 0x200F),  # ZERO WIDTH SPACE..RIGHT-TO-LEFT MARK
+    (0x202A, 0x202E),  # LEFT-TO-RIGHT EMBEDDING..RIGHT-TO-LEFT OVERRIDE
+    (0x2060, 0x206F),  # WORD JOINER..NOMINAL DIGIT SHAPES (2065 reserved)
+    (0x3164, 0x3164),  # HANGUL FILLER
+    (0xFE00, 0xFE0F),  # VARIATION SELECTOR-1..16
+    (0xFEFF, 0xFEFF),  # ZERO WIDTH NO-BREAK SPACE
+    (0xFFA0, 0xFFA0),  # HALFWIDTH HANGUL FILLER
+    (0xFFF0, 0xFFF8),  # reserved
+    (0x1BCA0, 0x1BCA3),  # SHORTHAND FORMAT LETTER OVERLAP..UP STEP
+    (0x1D173, 0x1D17A),  # MUSICAL SYMBOL BEGIN BEAM..END PHRASE
+    (0xE0000, 0xE0FFF),  # LANGUAGE TAG, TAG characters, VARIATION SELECTOR-17..256, reserved
+)
+
+
 @functools.cache
 def _format_chars() -> re.Pattern[str]:
-    chars = (chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf")
-    return re.compile("[" + "".join(re.escape(ch) for ch in chars) + "]")
+    """Default_Ignorable_Code_Point plus every other format (Cf) character."""
+    ranges = [
+        re.escape(chr(a)) + ("" if a == b else "-" + re.escape(chr(b)))
+        for a, b in DEFAULT_IGNORABLE_RANGES
+    ]
+    ignorable = {c for a, b in DEFAULT_IGNORABLE_RANGES for c in range(a, b + 1)}
+    extra = [
+        chr(c)
+        for c in range(0x110000)
+        if c not in ignorable and unicodedata.category(chr(c)) == "Cf"
+    ]
+    return re.compile("[" + "".join(ranges) + "".join(re.escape(ch) for ch in extra) + "]")
 
 
 def normalize_unicode(text: str, mode: UnicodeNormalization) -> str:
     """The text a guard reads, with Unicode disguises taken off.
 
-    ``"none"`` leaves it as written. ``"format"`` removes invisible format characters (Unicode
-    category Cf: zero-width spaces and joiners, soft hyphens, bidi controls, BOMs), which split a
-    word for the model but not for a human reader. ``"nfkc"`` also applies NFKC, which folds
+    ``"none"`` leaves it as written. ``"format"`` removes characters a reader does not see:
+    Unicode's Default_Ignorable_Code_Point set (zero-width spaces and joiners, soft hyphens,
+    the combining grapheme joiner, variation selectors, Mongolian free variation selectors,
+    Hangul fillers, tag characters, bidi controls, BOMs) and every other format character
+    (category Cf), which split a word for the model but not for a human reader. ``"nfkc"`` also applies NFKC, which folds
     full-width, mathematical and other compatibility letters into plain ones (and full-width CJK
     punctuation into ASCII, which is why it is not the default). Homoglyphs from other scripts
     (a Cyrillic "а" for a Latin "a") are not folded.
@@ -232,7 +301,10 @@ def normalize_unicode(text: str, mode: UnicodeNormalization) -> str:
     if mode not in ("format", "nfkc"):
         raise InvalidInputError(f"normalize must be 'none', 'format' or 'nfkc', not {mode!r}")
     out = _format_chars().sub("", text)
-    return unicodedata.normalize("NFKC", out) if mode == "nfkc" else out
+    if mode == "nfkc":
+        # NFKC can map a compatibility character onto an ignorable one (U+3164 -> U+1160)
+        out = _format_chars().sub("", unicodedata.normalize("NFKC", out))
+    return out
 
 
 def normalize_conversation(

@@ -6,10 +6,19 @@ are all Controversial (``n = 2`` officially). The decision only ever gets more s
 the stream ends inside a flagged run shorter than ``n``, `Debouncer.flush` lets that run
 decide: nothing can confirm or clear it any more, and a guard fails closed.
 
+`PolicyRun` puts every token to the policy, not only the trips: a decision that froze on an
+allowed trip ("hotwire" under ``allow_categories=["Non-violent Illegal Acts"]``) must still block
+when a later run of tokens names a category the policy blocks ("bomb", Violent). It counts
+consecutive tokens whose own level and category the policy blocks; ``n`` of them in a row make
+the session's verdict the blocking one (the same debounce as the level rule).
+
 `ThinkFilter` decides, per response token id, whether it is fed to the model and whether it
 counts in the decision: template scaffolding (the ``<think>`` / ``</think>`` markers, the
 whitespace right after them, chat control tokens) is never counted; the content of a think block
-is moderated (``think="moderate"``) or dropped (``think="skip"``).
+is moderated (``think="moderate"``) or dropped (``think="skip"``). Only a reasoning block the
+model opens at the very start of its answer is skipped: a ``<think>`` written later in the
+visible answer (an attacker's literal, or one split across chunks as ``"<thi" + "nk>"``) opens
+nothing that escapes moderation.
 """
 
 from __future__ import annotations
@@ -19,9 +28,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import ConfigurationError
-from .labels import Level
+from .labels import Category, Level
+from .policy import Policy
+from .verdict import Verdict
 
-__all__ = ["Debouncer", "ThinkFilter", "ThinkMode", "TokenPlan"]
+__all__ = ["Debouncer", "PolicyRun", "ThinkFilter", "ThinkMode", "TokenPlan"]
 
 ThinkMode = Literal["moderate", "skip"]
 
@@ -67,6 +78,37 @@ class Debouncer:
         return False
 
 
+class PolicyRun:
+    """Consecutive tokens that ``policy`` blocks on their own (level and category); see the
+    module docstring. Only policies with category lists need it: without them the level rule's
+    trips already reach every blocking level."""
+
+    def __init__(self, policy: Policy, n: int = 2) -> None:
+        self.policy = policy
+        self.n = n
+        self.active = bool(policy.allow_categories or policy.deny_categories)
+        self._run = 0
+
+    def blocks(self, level: Level, category: Category | None) -> bool:
+        """Whether the policy blocks one token labelled ``level`` / ``category``."""
+        if level is Level.SAFE:
+            return False
+        cats = () if category is None else (category,)
+        return self.policy.blocks(Verdict.model_construct(level=level, categories=cats))
+
+    def push(self, level: Level, category: Category | None) -> bool:
+        """Add the next token; True when ``n`` blocked tokens in a row are reached (the verdict
+        must become this token's)."""
+        if not self.active:
+            return False
+        self._run = self._run + 1 if self.blocks(level, category) else 0
+        return self._run == self.n
+
+    def flush(self) -> bool:
+        """End of the stream: a blocked run cut short by the end decides (fail closed)."""
+        return self.active and 0 < self._run < self.n
+
+
 @dataclass(frozen=True)
 class TokenPlan:
     """What to do with one response token id."""
@@ -103,24 +145,33 @@ class ThinkFilter:
         self._is_blank = is_blank
         self.in_think = False
         self._after_marker = False
+        self._at_start = True  # nothing but blanks and control tokens seen yet
+        self._skipping = False  # inside the reasoning block opened at the start (skip mode)
+        self._drop_blank = False  # the blank after a skipped block's marker goes with it
 
     def plan(self, token_id: int) -> TokenPlan:
         """The plan for the next response token."""
-        skip = self.mode == "skip"
         if token_id == self._start and self._start is not None:
+            # only a block the model opens at the very start of its answer may be skipped
+            self._skipping = self.mode == "skip" and self._at_start
+            self._at_start = False
             self.in_think, self._after_marker = True, True
-            return TokenPlan(feed=not skip, count=False)
+            self._drop_blank = self._skipping
+            return TokenPlan(feed=not self._skipping, count=False)
         if token_id == self._end and self._end is not None:
-            was_in = self.in_think
-            self.in_think, self._after_marker = False, True
-            return TokenPlan(feed=not (skip and was_in), count=False)
+            was_skipping = self._skipping
+            self.in_think, self._after_marker, self._skipping = False, True, False
+            self._at_start, self._drop_blank = False, was_skipping
+            return TokenPlan(feed=not was_skipping, count=False)
         if token_id in self._control:
             return TokenPlan(feed=True, count=False)
-        if self.in_think and skip:
+        if self._skipping:
             return TokenPlan(feed=False, count=False)
         if self._after_marker:
             if self._is_blank(token_id):
                 # in skip mode the blank that closes a dropped block goes with it
-                return TokenPlan(feed=not skip, count=False)
+                return TokenPlan(feed=not self._drop_blank, count=False)
             self._after_marker = False
+        if self._at_start and not self._is_blank(token_id):
+            self._at_start = False
         return TokenPlan(feed=True, count=True)

@@ -55,8 +55,13 @@ class Qwen3Guard:
     default ``"none"`` checks the text as written.
 
     With a local model, concurrent ``acheck_*`` calls (and ``check_prompt`` / ``check_response``
-    from several threads) are coalesced into batched forwards by a micro-batcher (``max_batch``,
-    ``max_wait_ms``); a serving backend sends concurrent requests itself, with native async I/O.
+    from several threads) are coalesced into batched forwards by a micro-batcher (``max_batch``;
+    a lone check is dispatched at once, checks that arrive during a forward share the next one;
+    ``max_wait_ms`` adds an optional wait for peers); a serving backend sends concurrent requests
+    itself, with native async I/O.
+
+    `close` (or `aclose`) racing a check never turns it into a verdict it did not earn: the
+    check finishes, or raises `SessionClosedError`, under any policy (never ``degraded``).
     """
 
     def __init__(
@@ -66,7 +71,7 @@ class Qwen3Guard:
         policy: Policy | None = None,
         fast: bool = True,
         max_batch: int = 16,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 0.0,
         non_text: str = "error",
         normalize: UnicodeNormalization = "none",
     ) -> None:
@@ -280,6 +285,17 @@ class Qwen3Guard:
         if self._closed:
             raise SessionClosedError("this guard is closed; create a new one")
 
+    def _closed_during(self, result: Verdict | BaseException) -> Verdict | BaseException:
+        """A check that failed while the guard was being closed failed because of the close:
+        it raises `SessionClosedError`, never a fail-open "degraded" Safe."""
+        if self._closed and not isinstance(result, Verdict):
+            if isinstance(result, SessionClosedError):
+                return result
+            closed = SessionClosedError("the guard was closed while this check was running")
+            closed.__cause__ = result
+            return closed
+        return result
+
     def _check_one(self, convo: tuple[Message, ...]) -> Verdict:
         self._check_open()
         convo = normalize_conversation(convo, self.normalize)
@@ -292,7 +308,7 @@ class Qwen3Guard:
                 result = self.backend.check_batch([convo], fast=self.fast)[0]
         except Exception as exc:
             result = exc
-        return self._settle(result, role, started)
+        return self._settle(self._closed_during(result), role, started)
 
     async def _acheck_one(self, convo: tuple[Message, ...]) -> Verdict:
         self._check_open()
@@ -308,7 +324,7 @@ class Qwen3Guard:
             raise
         except Exception as exc:
             result = exc
-        return self._settle(result, role, started)
+        return self._settle(self._closed_during(result), role, started)
 
     # --- public API ----------------------------------------------------------------------------
 
@@ -346,7 +362,10 @@ class Qwen3Guard:
             )
         except Exception as exc:
             results = [exc] * len(convos)
-        return [self._settle(r, moderation_role(c), started) for r, c in zip(results, convos)]
+        return [
+            self._settle(self._closed_during(r), moderation_role(c), started)
+            for r, c in zip(results, convos)
+        ]
 
     async def acheck(self, messages: MessagesInput) -> Verdict:
         """Async twin of `check`."""
@@ -380,7 +399,10 @@ class Qwen3Guard:
             raise
         except Exception as exc:
             results = [exc] * len(convos)
-        return [self._settle(r, moderation_role(c), started) for r, c in zip(results, convos)]
+        return [
+            self._settle(self._closed_during(r), moderation_role(c), started)
+            for r, c in zip(results, convos)
+        ]
 
     def enforce(self, verdict: Verdict) -> Verdict:
         """Return ``verdict`` if the policy allows it; raise `UnsafeContentError` if not."""

@@ -9,8 +9,10 @@ and later pieces are not even fed. `HoldBack.finish` flushes the re-tokenizer an
 stream was never blocked, releases the rest.
 
 The released pieces, joined, are always a prefix of the streamed text (the whole of it when
-the stream ends unblocked). Text is cut only at character boundaries: a token that ends inside
-a multi-byte character waits for the token that completes it.
+the stream ends unblocked), byte for byte as the LLM wrote it: text pieces are released from the
+text itself, never from decoded ids (the tokenizer's NFC normaliser would compose ``e`` + U+0301
+into ``é``). Text is cut only at character boundaries: a token that ends inside a multi-byte
+character waits for the token that completes it.
 """
 
 from __future__ import annotations
@@ -194,6 +196,11 @@ class HoldBack:
     def _release_upto(self, stop: int, *, final: bool = False) -> str:
         """Release the text of response ids up to ``stop`` (cut at a character boundary)."""
         start = self._released_ids
+        source = self.session.response_source(start, stop) if stop > start else None
+        if source is not None:  # text pieces: release them as written, byte for byte
+            self._released.append(source)
+            self._released_ids = stop
+            return source
         while stop > start:
             text = self.session.decode_response(start, stop)
             if final or not text.endswith(_PARTIAL):

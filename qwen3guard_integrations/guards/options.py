@@ -37,7 +37,7 @@ class GuardOptions(TypedDict, total=False):
             ``"skip"`` checks only its text blocks.
         max_batch: the most conversations the micro-batcher coalesces into one forward (a local
             model; default 16).
-        max_wait_ms: how long the micro-batcher waits for more conversations (default 5 ms).
+        max_wait_ms: how long the micro-batcher waits for more conversations (default 0: dispatch at once; items that queue during a forward share the next one).
     """
 
     policy: Policy | None

@@ -12,7 +12,10 @@ the unstable tail back and emits only ids that can no longer change:
 * a cut is only taken when tokenizing both sides separately gives the same ids as tokenizing
   the whole pending text.
 
-`Retokenizer.finish` flushes the rest. Invariant: the ids emitted, concatenated, equal
+`Retokenizer.finish` flushes the rest. `Retokenizer.source_text` gives back the text of emitted
+ids exactly as it was pushed (the tokenizer's NFC normaliser never touches it): each id owns the
+characters from its start offset to the next id's, so a character split over several byte-level
+ids belongs to the last of them. Invariant: the ids emitted, concatenated, equal
 ``tokenizer(full_text, add_special_tokens=False, split_special_tokens=True).input_ids``.
 Control-token text such as ``"<|im_end|>"`` inside a piece is plain text (it is never turned
 into a special token); non-special added tokens such as ``<think>`` stay single tokens, exactly
@@ -25,6 +28,7 @@ and is emitted whole.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from ..core.deps import require
@@ -78,6 +82,10 @@ class Retokenizer:
         self._added_max = max((len(a) for a in self._added), default=0)
         self._pending = ""
         self._emitted = 0
+        self._chunks: list[str] = []  # the text consumed into ids, as pushed
+        self._chunk_at: list[int] = []  # absolute start offset of each chunk
+        self._consumed = 0  # characters consumed into ids
+        self._starts: list[int] = []  # for each emitted id: where its characters start
 
     @property
     def pending_text(self) -> str:
@@ -105,10 +113,43 @@ class Retokenizer:
         """Flush: the ids of all text still held back."""
         return self._take(len(self._pending))
 
+    def source_text(self, start: int, stop: int | None = None) -> str:
+        """The pushed text of emitted ids ``start:stop``, character for character."""
+        stop = self._emitted if stop is None else min(stop, self._emitted)
+        if stop <= start:
+            return ""
+        a, b = self._boundary(start), self._boundary(stop)
+        if b <= a:
+            return ""
+        k = bisect.bisect_right(self._chunk_at, a) - 1
+        parts: list[str] = []
+        while k < len(self._chunks) and self._chunk_at[k] < b:
+            base, chunk = self._chunk_at[k], self._chunks[k]
+            parts.append(chunk[max(0, a - base) : b - base])
+            k += 1
+        return "".join(parts)
+
+    def _boundary(self, index: int) -> int:
+        return self._starts[index] if index < self._emitted else self._consumed
+
     def _take(self, cut: int) -> list[int]:
         if cut <= 0:
             return []
-        ids = self.encode(self._pending[:cut])
+        text = self._pending[:cut]
+        enc = self._tok.encode(text, add_special_tokens=False)
+        ids = list(enc.ids)
+        # where each id's characters start; a suffix minimum keeps the starts non-decreasing
+        # (the ids of one multi-byte character share its start; the first id owns none of it)
+        starts = [int(o[0]) for o in enc.offsets]
+        if starts:
+            starts[0] = 0
+        low = len(text)
+        for k in range(len(starts) - 1, -1, -1):
+            low = starts[k] = min(starts[k], low)
+        self._starts.extend(self._consumed + o for o in starts)
+        self._chunks.append(text)
+        self._chunk_at.append(self._consumed)
+        self._consumed += cut
         self._pending = self._pending[cut:]
         self._emitted += len(ids)
         return ids

@@ -28,7 +28,7 @@ from ..core.errors import InvalidInputError, SessionClosedError
 from ..core.labels import Level, Role
 from ..core.messages import MessagesInput, prompt_messages
 from ..core.policy import Policy
-from ..core.stream_rule import Debouncer, ThinkFilter, ThinkMode
+from ..core.stream_rule import Debouncer, PolicyRun, ThinkFilter, ThinkMode
 from ..core.verdict import Verdict
 from .retokenizer import Retokenizer
 
@@ -89,6 +89,7 @@ class StreamSession:
         self.model_name = model_name
         self._lock = threading.Lock()
         self._debounce = Debouncer(debounce)
+        self._policy_run = PolicyRun(self.policy, debounce)  # every token put to the policy
         self._filter = _think_filter(tokenizer, think)
         self._retok = Retokenizer(retokenizer_backend or tokenizer)
         self._ids_seen: list[int] = []  # every response id received, fed or not
@@ -193,6 +194,15 @@ class StreamSession:
             ids = self._ids_seen[start:stop]
         return str(self._tok.decode(ids, skip_special_tokens=False))
 
+    def response_source(self, start: int = 0, stop: int | None = None) -> str | None:
+        """The text of response ids ``start:stop`` exactly as it was fed (no normalisation:
+        what a hold-back releases must be what the LLM wrote), or None when token ids were fed
+        (then only `decode_response` can say)."""
+        with self._lock:
+            if self._retok.emitted != len(self._ids_seen):
+                return None
+            return self._retok.source_text(start, stop)
+
     # -- feeding -----------------------------------------------------------------------------
     def feed(self, piece: str | int | Sequence[int]) -> StreamUpdate:
         """Moderate the next piece of the response: a text piece, a token id or a list of ids.
@@ -264,7 +274,8 @@ class StreamSession:
 
     def _flushed(self, update: StreamUpdate) -> StreamUpdate:
         """``update`` after the end of the response decided a flagged run cut short."""
-        if self._debounce.flush() and self._last is not None:
+        flushed = self._debounce.flush()
+        if (flushed or self._retrip(self._policy_run.flush())) and self._last is not None:
             self._verdict = self._trip_verdict(len(self._counted_at) - 1, self._last)
             update = dataclasses.replace(
                 update,
@@ -291,6 +302,7 @@ class StreamSession:
                     (), len(self._counted_at), self.decision, self._verdict, self.blocked, False
                 )
             cached = self.cached_tokens
+            policy_run = copy.copy(self._policy_run)
             saved = (
                 copy.copy(self._debounce),
                 copy.copy(self._filter),
@@ -304,7 +316,7 @@ class StreamSession:
             finally:
                 debounce, filt, n_seen, n_counted, verdict, last = saved
                 self._debounce, self._filter, self._verdict = debounce, filt, verdict
-                self._last = last
+                self._last, self._policy_run = last, policy_run
                 del self._ids_seen[n_seen:]
                 del self._counted_at[n_counted:]
                 if self._cache is not None and self.cached_tokens > cached:
@@ -421,7 +433,8 @@ class StreamSession:
                 )
                 tokens.append(tok)
                 self._last = tok
-                if self._debounce.push(tok.level):
+                raised = self._debounce.push(tok.level)
+                if raised or self._retrip(self._policy_run.push(tok.level, tok.category)):
                     tripped = True
                     self._verdict = self._trip_verdict(start + k, tok)
         return StreamUpdate(
@@ -432,6 +445,10 @@ class StreamSession:
             blocked=self.blocked,
             tripped=tripped,
         )
+
+    def _retrip(self, policy_blocks: bool) -> bool:
+        """A run the policy blocks replaces a trip the policy allowed (`PolicyRun`)."""
+        return policy_blocks and not self.blocked
 
     def _trip_verdict(self, index: int, tok: TokenResult) -> Verdict:
         upto = self._counted_at[index] + 1

@@ -264,6 +264,13 @@ class Qwen3StreamGuard:
         with state.lock:
             if state.closed:
                 raise SessionClosedError("this stream state was closed with close_stream()")
+            context = int(getattr(self.loaded.config, "max_position_embeddings", 0) or 0)
+            if context and state.length + len(ids) > context:
+                # as sessions do: positions past the context mean nothing to the model
+                raise InvalidInputError(
+                    f"this stream would take {state.length + len(ids)} positions, more than this "
+                    f"Stream model's {context}-token context; start a new stream"
+                )
             logits = self.runner.forward(ids, state.cache)
             state.length += len(ids)
         rows = (

@@ -202,7 +202,8 @@ async def test_faults_under_concurrent_load_answer_each_request_once(
 ) -> None:  # type: ignore[no-untyped-def]
     route = "/generate" if protocol == "tgi" else "/v1/completions"
     reqs = _requests(24)
-    async with _remote(server, tiny, protocol, max_retries=0, timeout=2.0) as closed:
+    # (24 checks wait on one model: the timeout leaves room for a loaded machine)
+    async with _remote(server, tiny, protocol, max_retries=0, timeout=10.0) as closed:
         before = server.requests[route]
         server.inject(Fault(status=500), times=3)
         server.inject(Fault(drop=True), times=2)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 
 import pytest
 
+from qwen3guard_integrations import SessionClosedError
 from qwen3guard_integrations.guards.batcher import MicroBatcher
 
 
@@ -92,10 +94,93 @@ def test_close_rejects_new_work() -> None:
     b = MicroBatcher(_square_or_error)
     assert b.submit(3).result(timeout=5) == 9
     b.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(SessionClosedError, match="closed"):
         b.submit(1)
     with pytest.raises(ValueError):
         MicroBatcher(_square_or_error, max_batch=0)
     start = time.monotonic()
     b.close()  # idempotent
     assert time.monotonic() - start < 1
+
+
+def test_lone_item_goes_at_once_and_items_queued_during_a_forward_share_the_next() -> None:
+    gate = threading.Event()
+    sizes: list[int] = []
+
+    def fn(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        if len(sizes) == 1:
+            gate.wait(5)
+        return items
+
+    b = MicroBatcher(fn, max_batch=8)  # no max_wait: nobody waits for peers
+    try:
+        first = b.submit(0)
+        deadline = time.monotonic() + 5
+        while not sizes and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert sizes == [1]  # dispatched alone, at once
+        rest = [b.submit(i) for i in range(1, 6)]  # queued while the forward runs
+        gate.set()
+        assert first.result(timeout=5) == 0
+        assert [f.result(timeout=5) for f in rest] == [1, 2, 3, 4, 5]
+        assert sizes == [1, 5]
+    finally:
+        b.close()
+
+
+def test_close_finishes_accepted_work_and_never_strands_a_caller() -> None:
+    gate = threading.Event()
+
+    def slow(items: list[int]) -> list[int]:
+        gate.wait(5)
+        return [i * 10 for i in items]
+
+    b = MicroBatcher(slow, max_batch=2)
+    futures = [b.submit(i) for i in range(5)]
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    time.sleep(0.05)
+    with pytest.raises(SessionClosedError):
+        b.submit(99)
+    gate.set()
+    closer.join(5)
+    assert [f.result(timeout=5) for f in futures] == [0, 10, 20, 30, 40]  # finished, not lost
+
+
+class _RacyQueue(queue.Queue):  # type: ignore[type-arg]
+    """Holds each item's put until ``close`` has had a chance to run (at most 0.3 s): the
+    interleaving submit-checks, close-stops-the-worker, submit-queues."""
+
+    def __init__(self, closed: threading.Event) -> None:
+        super().__init__()
+        self.closed = closed
+
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+        if isinstance(item, tuple):
+            self.closed.wait(0.3)
+        super().put(item, block, timeout)
+
+
+def test_close_racing_a_submit_never_leaves_it_waiting() -> None:
+    for _ in range(3):
+        closing = threading.Event()
+        b = MicroBatcher(_square_or_error)
+        b._queue = _RacyQueue(closing)  # type: ignore[assignment]
+        assert b.submit(2).result(timeout=5) == 4  # the worker runs
+        out: list[object] = []
+
+        def check(b: MicroBatcher[int, int] = b, out: list[object] = out) -> None:
+            try:
+                out.append(b.submit(3).result(timeout=3))
+            except Exception as exc:
+                out.append(exc)
+
+        caller = threading.Thread(target=check)
+        caller.start()
+        time.sleep(0.05)  # the caller is inside submit
+        closing.set()
+        b.close()
+        caller.join(5)
+        assert len(out) == 1
+        assert out[0] == 9 or isinstance(out[0], SessionClosedError), out[0]

@@ -139,3 +139,57 @@ def test_server_limits() -> None:
     assert api_base("http://h:8000") == "http://h:8000/v1"
     assert api_base("http://h:8000/v1/") == "http://h:8000/v1"
     assert api_base("http://h/proxy/openai/v1") == "http://h/proxy/openai/v1"
+
+
+# --- issue 18: logprobs checked, URLs redacted, headers checked without echo -------------------
+
+
+@pytest.mark.parametrize("bad", [1000.0, 1e308, float("nan"), float("inf"), "x", None, True])
+def test_logprobs_out_of_range_are_protocol_errors(bad: object) -> None:
+    with pytest.raises(BackendProtocolError, match="logprob"):
+        LABELS.scores_from({11: -0.1, 22: bad}, by="id")
+
+
+def test_logprobs_normalise_without_overflow_or_underflow() -> None:
+    scores = LABELS.scores_from({11: -1e-9, 22: -800.0, 33: float("-inf")}, by="id")
+    assert scores is not None and scores[Level.SAFE] == pytest.approx(1.0)
+    scores = LABELS.scores_from({11: -1200.0, 22: -1201.0}, by="id")  # exp() underflows to 0
+    assert scores is not None and scores[Level.SAFE] > scores[Level.UNSAFE] > 0
+    assert LABELS.scores_from({11: float("-inf")}, by="id") is None
+
+
+def test_urls_are_shown_redacted() -> None:
+    from qwen3guard_integrations.backends.remote.secrets import (
+        redact_url,
+        route,
+        scrub,
+        url_secrets,
+    )
+
+    url = "https://admin:p%40ss@host:8443/v1?api_key=abc123&sig=zzz999#frag"
+    shown = redact_url(url)
+    assert shown == "https://***@host:8443/v1?api_key=***&sig=***"
+    for secret in url_secrets(url):
+        assert secret not in shown
+    assert scrub(f"failed for {url}", *url_secrets(url)).count("abc123") == 0
+    assert (
+        route(url, "/completions")
+        == "https://admin:p%40ss@host:8443/v1/completions?api_key=abc123&sig=zzz999"
+    )
+    assert redact_url("http://host:8080") == "http://host:8080"
+    assert api_base("http://u:p@h:1?k=v") == "http://u:p@h:1/v1?k=v"
+
+
+def test_headers_are_checked_and_stripped_without_echo() -> None:
+    from qwen3guard_integrations import ConfigurationError
+    from qwen3guard_integrations.backends.remote.secrets import check_headers, check_secret
+
+    assert check_headers({" X-Api-Key ": "  v-123\n"}) == {"X-Api-Key": "v-123"}
+    assert check_secret("tok-123\n", what="token") == "tok-123"
+    for bad in ({"X": "v-123\r\nX-Evil: 1"}, {"X": "v-123\x00"}, {"Bad Name": "v-123"}, {"X": 5}):
+        with pytest.raises(ConfigurationError) as err:
+            check_headers(bad)  # type: ignore[arg-type]
+        assert "v-123" not in str(err.value)
+    with pytest.raises(ConfigurationError) as err:
+        check_secret("tok-123\nInjected: 1", what="token")
+    assert "tok-123" not in str(err.value)

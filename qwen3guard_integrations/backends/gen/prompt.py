@@ -113,15 +113,29 @@ class GenPromptEncoder:
             for is_content, text in pieces
         ]
         last_seg = last_piece
-        return GenPrompt(self._windows(segments, last_seg), role)
+        context = [k for k, (is_content, _) in enumerate(pieces) if is_content and k < last_seg]
+        return GenPrompt(self._windows(segments, last_seg, context), role)
 
-    def _windows(self, segments: list[list[int]], last_seg: int) -> tuple[tuple[int, ...], ...]:
+    def _windows(
+        self, segments: list[list[int]], last_seg: int, context: Sequence[int] = ()
+    ) -> tuple[tuple[int, ...], ...]:
         total = sum(len(s) for s in segments)
         budget = self.max_input_tokens - len(self.safety_prefix) - 1
         if total <= budget:
             return (tuple(i for s in segments for i in s),)
         content = segments[last_seg]
         room = budget - (total - len(content))
+        if room < 2 * self.window_overlap and context:
+            # the earlier turns are context: keep their most recent tokens (the checked message
+            # gets at least half the budget) rather than refuse a check its prompt passed
+            want = max(2 * self.window_overlap, min(len(content), budget // 2))
+            excess = want - room
+            segments = list(segments)
+            for k in context:
+                cut = min(excess, len(segments[k]))
+                segments[k], excess = segments[k][cut:], excess - cut
+            total = sum(len(s) for s in segments)
+            room = budget - (total - len(content))
         if room < 2 * self.window_overlap:
             raise InvalidInputError(
                 f"the conversation before the checked message takes {total - len(content)} tokens, "

@@ -11,6 +11,13 @@ Every failure ends as a typed error for its item: `BackendConnectionError`,
 ``error_type``), `BackendProtocolError` (a 2xx answer that is not the protocol) or
 `VerdictParseError` (an answer that is not a verdict). The guard turns them into a raised
 error (fail-closed) or a ``degraded`` verdict (fail-open).
+
+``timeout`` is a deadline for each window's whole exchange, from the moment it gets its
+concurrency slot: its requests, its retries and their waits, and every byte of every answer
+(`deadline_scope`). A single check (one window) is therefore bounded by ``timeout`` once it is
+sent; waiting behind other checks for a slot is bounded by those checks' own deadlines. Async clients
+live one per event loop and are closed when that loop shuts down (``asyncio.run`` ends), so a
+program that calls ``asyncio.run(guard.acheck_prompt(...))`` in a loop keeps its sockets flat.
 """
 
 from __future__ import annotations
@@ -20,15 +27,17 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ...core.errors import (
     BackendError,
     BackendHTTPError,
+    BackendTimeoutError,
     ConfigurationError,
     InvalidInputError,
     Qwen3GuardError,
+    SessionClosedError,
     VerdictParseError,
 )
 from ...core.gen_answer import GenAnswer, verdict_from_answers
@@ -37,7 +46,7 @@ from ...core.parsing import parse_gen_output
 from ...core.verdict import Verdict
 from ..base import BackendHealth
 from ..gen.prompt import LEVEL_WORDS, GenPrompt, GenPromptEncoder
-from .http import aget, get, raise_for_status
+from .http import aget, deadline_left, deadline_scope, get, raise_for_status
 from .protocol import RETRY_STATUSES, LabelTokens, RetryPolicy
 from .render import PromptRenderer
 
@@ -146,12 +155,20 @@ class RemoteGenBackend:
         """Async twin of `check_batch` (native async I/O, bounded concurrency)."""
         start = time.perf_counter()
         prompts, flat = self._encode_all(conversations)
-        state = self._state_for_loop()
+        state = await self._aloop_state()
         sem: asyncio.Semaphore = state["semaphore"]
 
         async def one(window: Sequence[int]) -> GenAnswer:
-            async with sem:
-                return await self._awindow(window, fast, state)
+            async with sem:  # from here on: the requests, retries and every read in `timeout`
+                try:
+                    with deadline_scope(self.timeout):
+                        return await asyncio.wait_for(
+                            self._awindow(window, fast, state), self.timeout
+                        )
+                except asyncio.TimeoutError as exc:
+                    if isinstance(exc, BackendTimeoutError):
+                        raise
+                    raise self._timed_out() from exc
 
         gathered = await asyncio.gather(*(one(w) for _, w in flat), return_exceptions=True)
         results: list[GenAnswer | Exception] = []
@@ -160,6 +177,13 @@ class RemoteGenBackend:
                 raise r  # cancellation and friends are not an item's result
             results.append(r)
         return self._assemble(prompts, flat, results, start)
+
+    def _timed_out(self) -> BackendTimeoutError:
+        return BackendTimeoutError(
+            f"{self.name} endpoint {self.endpoint} did not answer within the check's timeout "
+            f"({self.timeout:g} s, retries included)",
+            backend=self.name,
+        )
 
     def close(self) -> None:
         """Stop the worker threads of the sync path."""
@@ -171,9 +195,9 @@ class RemoteGenBackend:
     async def aclose(self) -> None:
         """Close the async clients of the running event loop (and the sync workers)."""
         loop = asyncio.get_running_loop()
-        state = self._loop_state.pop(loop, None)
+        state = self._loop_state.get(loop)
         if state is not None:
-            await self._close_loop_state(state)
+            await self._release_loop(loop, state)
         self.close()
 
     # --- health --------------------------------------------------------------------------------
@@ -184,12 +208,13 @@ class RemoteGenBackend:
         health_url, info_url = self._health_routes()
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
         try:
-            res = get(self._http, health_url, **where)
-            data = None
-            if res.status == 200:
-                got = get(self._http, info_url, **where)
-                raise_for_status(got, **where)
-                data = got.json(**where)
+            with deadline_scope(self.timeout):
+                res = get(self._http, health_url, **where)
+                data = None
+                if res.status == 200:
+                    got = get(self._http, info_url, **where)
+                    raise_for_status(got, **where)
+                    data = got.json(**where)
         except BackendError as exc:
             return self._health_failed(exc, start)
         return self._health_from(res.status, data, start)
@@ -199,17 +224,24 @@ class RemoteGenBackend:
         start = time.perf_counter()
         health_url, info_url = self._health_routes()
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        http = self._state_for_loop()["http"]
-        try:
-            res = await aget(http, health_url, **where)
-            data = None
-            if res.status == 200:
+        http = (await self._aloop_state())["http"]
+
+        async def read() -> tuple[int, Any]:
+            with deadline_scope(self.timeout):
+                res = await aget(http, health_url, **where)
+                if res.status != 200:
+                    return res.status, None
                 got = await aget(http, info_url, **where)
                 raise_for_status(got, **where)
-                data = got.json(**where)
+                return res.status, got.json(**where)
+
+        try:
+            status, data = await asyncio.wait_for(read(), self.timeout)
         except BackendError as exc:
             return self._health_failed(exc, start)
-        return self._health_from(res.status, data, start)
+        except asyncio.TimeoutError:
+            return self._health_failed(self._timed_out(), start)
+        return self._health_from(status, data, start)
 
     def _health_failed(self, exc: BackendError, start: float) -> BackendHealth:
         return BackendHealth(
@@ -282,13 +314,15 @@ class RemoteGenBackend:
         return self.renderer.head if fast else ""
 
     def _window(self, window: Sequence[int], fast: bool) -> GenAnswer:
-        """The answer for one window (with the label forced if the first answer was garbage)."""
-        ids, head = self.renderer.ids(window, fast=fast), self._head(fast)
-        answer = self._with_retries(self._send, ids, head)
-        forced = self._forced(ids, head, answer)
-        if forced is None:
-            return answer
-        return GenAnswer(self._with_retries(self._send, *forced).text, answer.scores)
+        """The answer for one window (with the label forced if the first answer was garbage),
+        all of it within ``timeout`` (it runs on a worker: its slot)."""
+        with deadline_scope(self.timeout):
+            ids, head = self.renderer.ids(window, fast=fast), self._head(fast)
+            answer = self._with_retries(self._send, ids, head)
+            forced = self._forced(ids, head, answer)
+            if forced is None:
+                return answer
+            return GenAnswer(self._with_retries(self._send, *forced).text, answer.scores)
 
     async def _awindow(self, window: Sequence[int], fast: bool, state: dict[str, Any]) -> GenAnswer:
         """Async twin of `_window`."""
@@ -311,7 +345,9 @@ class RemoteGenBackend:
             return None
         except VerdictParseError:
             pass
-        level = max(answer.scores, key=answer.scores.__getitem__)
+        scores = answer.scores
+        # a tie never resolves to the less severe level: severity breaks it
+        level = max(scores, key=lambda lv: (scores[lv], lv.severity))
         return [*ids, self.encoder.level_first_token[level]], head + self.labels.texts[level]
 
     def _executor(self) -> ThreadPoolExecutor:
@@ -331,14 +367,41 @@ class RemoteGenBackend:
             self._loop_state[loop] = state
         return state
 
+    async def _aloop_state(self) -> dict[str, Any]:
+        """`_state_for_loop`, with the loop's clients tied to the loop's life: an async
+        generator started in the loop is finalised by ``loop.shutdown_asyncgens()`` (which
+        ``asyncio.run`` and ``asyncio.Runner`` call before closing the loop), and closes them."""
+        state = self._state_for_loop()
+        if "keeper" not in state:
+            keeper = _keep(self, asyncio.get_running_loop(), state)
+            state["keeper"] = keeper
+            await keeper.__anext__()
+        return state
+
+    async def _release_loop(self, loop: Any, state: dict[str, Any]) -> None:
+        if loop is not None and self._loop_state.get(loop) is state:
+            del self._loop_state[loop]
+        if not state.get("closed"):
+            state["closed"] = True
+            await self._close_loop_state(state)
+
+    def _retry_delay(self, exc: BackendHTTPError, attempt: int) -> float:
+        """How long to wait before retrying ``exc``; re-raises it when it is not retried or when
+        the wait would end past the check's deadline."""
+        if exc.status not in RETRY_STATUSES or attempt >= self.retry.max_retries:
+            raise exc
+        delay = self.retry.delay(attempt, getattr(exc, "retry_headers", None))
+        left = deadline_left(backend=self.name, endpoint=self.endpoint or "")
+        if left is not None and delay >= left:
+            raise exc
+        return delay
+
     def _with_retries(self, send: Callable[..., T], *args: Any) -> T:
         for attempt in range(self.retry.max_retries + 1):
             try:
                 return send(*args)
             except BackendHTTPError as exc:
-                if exc.status not in RETRY_STATUSES or attempt >= self.retry.max_retries:
-                    raise
-                time.sleep(self.retry.delay(attempt, getattr(exc, "retry_headers", None)))
+                time.sleep(self._retry_delay(exc, attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _awith_retries(self, send: Callable[[], Awaitable[T]]) -> T:
@@ -346,9 +409,7 @@ class RemoteGenBackend:
             try:
                 return await send()
             except BackendHTTPError as exc:
-                if exc.status not in RETRY_STATUSES or attempt >= self.retry.max_retries:
-                    raise
-                await asyncio.sleep(self.retry.delay(attempt, getattr(exc, "retry_headers", None)))
+                await asyncio.sleep(self._retry_delay(exc, attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def __repr__(self) -> str:
@@ -359,9 +420,21 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+async def _keep(backend: RemoteGenBackend, loop: Any, state: dict[str, Any]) -> Any:
+    """Holds a loop's clients; finalised (by the loop's shutdown) it closes them."""
+    ref = weakref.ref(loop)
+    del loop
+    try:
+        yield None
+    finally:
+        await backend._release_loop(ref(), state)
+
+
 def _outcome(future: Any) -> GenAnswer | Exception:
     try:
         result: GenAnswer = future.result()
         return result
+    except CancelledError:
+        return SessionClosedError("the backend was closed while this check was running")
     except Exception as exc:
         return exc

@@ -4,20 +4,22 @@ The prompt is rendered on the client and sent as token ids by default (``prompt:
 vLLM and SGLang accept), so the server sees exactly the ids the local backend would run; with
 ``prompt_as="text"`` it is sent as server-safe text instead. Greedy (``temperature: 0``); level
 scores from ``logprobs``. `OpenAIGenBackend.health` reads ``/health`` and ``/v1/models``.
+Redirects are never followed; the URL is shown only redacted (`redact_url`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ...core.deps import require
 from ...core.errors import BackendError, ConfigurationError
 from ...core.gen_answer import GenAnswer
 from .engine import RemoteGenBackend
-from .http import HttpResult, apost_json, get, post_json, raise_for_status
+from .http import HttpResult, apost_json, deadline_scope, get, post_json, raise_for_status
 from .protocol import RetryPolicy, openai_answer, openai_body
+from .secrets import check_headers, check_secret, redact_url, route
 
 __all__ = ["DEFAULT_INPUT_TOKENS", "OpenAIGenBackend", "api_base", "model_context"]
 
@@ -27,8 +29,9 @@ DEFAULT_INPUT_TOKENS = 8192
 
 def api_base(base_url: str) -> str:
     """``http://host:8000`` and ``http://host:8000/v1`` both mean ``http://host:8000/v1``."""
-    url = base_url.rstrip("/")
-    return url + "/v1" if urlsplit(url).path in ("", "/") else url
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/") or "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 def model_context(models: Any, model: str) -> int | None:
@@ -62,14 +65,17 @@ class OpenAIGenBackend(RemoteGenBackend):
             raise ConfigurationError("prompt_as must be 'ids' or 'text'")
         self.httpx = require("httpx", "tgi")
         self.base = api_base(base_url)
-        super().__init__(tokenizer, model_id=model, endpoint=self.base, **kwargs)
+        super().__init__(tokenizer, model_id=model, endpoint=redact_url(self.base), **kwargs)
         self.model = model
         self.logprobs = logprobs
         self.prompt_as = prompt_as
-        self.headers = dict(headers or {})
+        self.headers = check_headers(headers)
+        api_key = check_secret(api_key, what="api_key")
         if api_key and not any(k.lower() == "authorization" for k in self.headers):
             self.headers["Authorization"] = f"Bearer {api_key}"
-        self._http = self.httpx.Client(headers=self.headers, timeout=self.timeout)
+        self._http = self.httpx.Client(
+            headers=self.headers, timeout=self.timeout, follow_redirects=False
+        )
 
     @classmethod
     def connect(
@@ -114,24 +120,27 @@ class OpenAIGenBackend(RemoteGenBackend):
         )
 
     def _answer(self, res: HttpResult, head: str) -> GenAnswer:
-        raise_for_status(res, backend=self.name, endpoint=self.base)
-        data = res.json(backend=self.name, endpoint=self.base)
+        raise_for_status(res, backend=self.name, endpoint=self.endpoint or "")
+        data = res.json(backend=self.name, endpoint=self.endpoint or "")
         return openai_answer(data, head=head, labels=self.labels)
 
     def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
-        url = self.base + "/completions"
-        res = post_json(self._http, url, self._body(ids), backend=self.name, endpoint=self.base)
+        url = route(self.base, "/completions")
+        where = {"backend": self.name, "endpoint": self.endpoint or ""}
+        res = post_json(self._http, url, self._body(ids), **where)
         return self._answer(res, head)
 
     async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
-        url = self.base + "/completions"
-        res = await apost_json(
-            state["http"], url, self._body(ids), backend=self.name, endpoint=self.base
-        )
+        url = route(self.base, "/completions")
+        where = {"backend": self.name, "endpoint": self.endpoint or ""}
+        res = await apost_json(state["http"], url, self._body(ids), **where)
         return self._answer(res, head)
 
     def _new_loop_state(self) -> dict[str, Any]:
-        return {"http": self.httpx.AsyncClient(headers=self.headers, timeout=self.timeout)}
+        client = self.httpx.AsyncClient(
+            headers=self.headers, timeout=self.timeout, follow_redirects=False
+        )
+        return {"http": client}
 
     async def _close_loop_state(self, state: dict[str, Any]) -> None:
         await state["http"].aclose()
@@ -140,16 +149,18 @@ class OpenAIGenBackend(RemoteGenBackend):
 
     def _root(self) -> str:
         parts = urlsplit(self.base)
-        return f"{parts.scheme}://{parts.netloc}"
+        return urlunsplit((parts.scheme, parts.netloc, "", parts.query, ""))
 
     def models(self) -> Any:
         """``GET /v1/models`` (raises a typed error when it fails)."""
-        res = get(self._http, self.base + "/models", backend=self.name, endpoint=self.base)
-        raise_for_status(res, backend=self.name, endpoint=self.base)
-        return res.json(backend=self.name, endpoint=self.base)
+        where = {"backend": self.name, "endpoint": self.endpoint or ""}
+        with deadline_scope(self.timeout):
+            res = get(self._http, route(self.base, "/models"), **where)
+        raise_for_status(res, **where)
+        return res.json(**where)
 
     def _health_routes(self) -> tuple[str, str]:
-        return self._root() + "/health", self.base + "/models"
+        return route(self._root(), "/health"), route(self.base, "/models")
 
     def _health_info(self, data: Any) -> tuple[dict[str, Any], str | None]:
         entries = data.get("data") if isinstance(data, dict) else None

@@ -32,6 +32,7 @@ __all__ = [
     "LabelTokens",
     "RetryPolicy",
     "error_from_body",
+    "logprob",
     "openai_answer",
     "openai_body",
     "tgi_answer",
@@ -50,17 +51,33 @@ class LabelTokens:
     ids: Mapping[Level, int]
     texts: Mapping[Level, str]
 
-    def scores_from(self, logprobs: Mapping[Any, float], *, by: str) -> dict[Level, float] | None:
+    def scores_from(self, logprobs: Mapping[Any, Any], *, by: str) -> dict[Level, float] | None:
         """Level distribution from one position's top log-probabilities (keyed ``by`` id or text).
 
-        Levels missing from the top-n get probability 0; None if none of them is there.
+        Levels missing from the top-n get probability 0; None if none of them is there. The
+        log-probabilities are checked (`logprob`) and normalised without overflow.
         """
         keys = self.ids if by == "id" else self.texts
-        raw = {lv: math.exp(logprobs[k]) for lv, k in keys.items() if k in logprobs}
-        total = sum(raw.values())
-        if not raw or total <= 0:
+        logs = {lv: logprob(logprobs[k]) for lv, k in keys.items() if k in logprobs}
+        top = max(logs.values(), default=-math.inf)
+        if top == -math.inf:
             return None
+        raw = {lv: math.exp(v - top) for lv, v in logs.items()}
+        total = sum(raw.values())
         return {lv: raw.get(lv, 0.0) / total for lv in keys}
+
+
+def logprob(value: Any) -> float:
+    """A server's log-probability as a float; `BackendProtocolError` for anything that is not
+    one (not a number, NaN, +inf, or clearly above 0: a probability over 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BackendProtocolError(f"a logprob is not a number: {_short(value)}", backend="remote")
+    out = float(value)
+    if math.isnan(out) or out > 1e-3:
+        raise BackendProtocolError(
+            f"a logprob is out of range (NaN or above 0): {out!r}", backend="remote"
+        )
+    return min(out, 0.0)
 
 
 @dataclass(frozen=True)
@@ -139,9 +156,9 @@ def tgi_answer(data: Any, *, head: str, labels: LabelTokens) -> GenAnswer:
         )
         if at is not None and at < len(top) and isinstance(top[at], list):
             by_id = {
-                t["id"]: float(t["logprob"])
+                t["id"]: t.get("logprob")
                 for t in top[at]
-                if isinstance(t, dict) and isinstance(t.get("id"), int) and _num(t.get("logprob"))
+                if isinstance(t, dict) and isinstance(t.get("id"), int)
             }
             scores = labels.scores_from(by_id, by="id")
     return GenAnswer(head + text, scores)
@@ -185,7 +202,7 @@ def openai_answer(data: Any, *, head: str, labels: LabelTokens) -> GenAnswer:
         top = lp.get("top_logprobs") or []
         at = _position_after_safety(head, [t if isinstance(t, str) else "" for t in tokens])
         if at is not None and at < len(top) and isinstance(top[at], dict):
-            by_text = {k: float(v) for k, v in top[at].items() if _num(v)}
+            by_text = dict(top[at])
             scores = labels.scores_from(by_text, by="text")
     return GenAnswer(head + text, scores)
 
@@ -233,10 +250,6 @@ def _position_after_safety(head: str, token_texts: Sequence[str]) -> int | None:
         if text.rstrip().endswith("Safety:"):
             return k + 1
     return None
-
-
-def _num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _short(data: Any) -> str:

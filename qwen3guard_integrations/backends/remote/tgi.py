@@ -1,15 +1,20 @@
-"""Qwen3Guard-Gen behind Text Generation Inference (TGI), through ``huggingface_hub``.
+"""Qwen3Guard-Gen behind Text Generation Inference (TGI): raw ``/generate`` over ``httpx``.
 
 The prompt is rendered on the client (TGI's chat route would cut a response check's prompt short)
-and sent to ``/generate`` with explicit greedy parameters via ``InferenceClient`` /
-``AsyncInferenceClient``; level scores come from the ``top_n_tokens`` details. ``/info`` gives the
-input limit and ``max_client_batch_size`` (which bounds the concurrent requests);
-`TGIGenBackend.health` reads ``/health`` and ``/info``.
+and sent to ``/generate`` with explicit greedy parameters; level scores come from the
+``top_n_tokens`` details. ``/info`` gives the input limit and ``max_client_batch_size`` (which
+bounds the concurrent requests); `TGIGenBackend.health` reads ``/health`` and ``/info`` through
+the same client as the checks, so what health reports is what checks meet.
+
+What goes where: redirects are never followed (a 3xx is an error, so the user's text, the
+headers and the verdict never involve another host); the token stored by
+``huggingface-cli login`` is sent only to Hugging Face's own ``https`` endpoints (an explicit
+``token=`` goes to the URL given); ``HF_HUB_OFFLINE`` (which is about the Hub, not about your
+server) changes nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +22,9 @@ from ...core.deps import require
 from ...core.errors import BackendError, BackendProtocolError
 from ...core.gen_answer import GenAnswer
 from .engine import RemoteGenBackend
-from .http import get, raise_for_status
-from .protocol import RetryPolicy, error_from_body, tgi_answer, tgi_body, transport_error
+from .http import HttpResult, apost_json, deadline_scope, get, post_json, raise_for_status
+from .protocol import RetryPolicy, tgi_answer, tgi_body
+from .secrets import check_headers, check_secret, is_hugging_face_host, redact_url, route
 
 __all__ = ["DEFAULT_INPUT_TOKENS", "TGIGenBackend", "tgi_limits"]
 
@@ -60,20 +66,21 @@ class TGIGenBackend(RemoteGenBackend):
         top_n_tokens: int = 5,
         **kwargs: Any,
     ) -> None:
-        self.hub = require("huggingface_hub", "tgi")
         self.httpx = require("httpx", "tgi")
         self.url = url.rstrip("/")
-        super().__init__(tokenizer, model_id=model_id or self.url, endpoint=self.url, **kwargs)
-        self.headers = dict(headers or {})
-        self.token = token
+        shown = redact_url(self.url)
+        super().__init__(tokenizer, model_id=model_id or shown, endpoint=shown, **kwargs)
+        self.headers = check_headers(headers)
+        self.token = check_secret(token, what="token")
+        if self.token is None and is_hugging_face_host(self.url):
+            self.token = _stored_hf_token()
         self.top_n_tokens = top_n_tokens
         body = tgi_body("", max_new_tokens=self.max_new_tokens, top_n_tokens=top_n_tokens)
         #: the /generate parameters, the same for every request
         self._params = {k: v for k, v in body["parameters"].items() if v is not None}
-        self._client = self.hub.InferenceClient(
-            model=self.url + "/generate", headers=self.headers, token=token, timeout=self.timeout
+        self._http = self.httpx.Client(
+            headers=self._auth_headers(), timeout=self.timeout, follow_redirects=False
         )
-        self._http = self.httpx.Client(headers=self._auth_headers(), timeout=self.timeout)
 
     @classmethod
     def connect(
@@ -117,70 +124,50 @@ class TGIGenBackend(RemoteGenBackend):
 
     # --- one request -------------------------------------------------------------------------
 
+    def _body(self, ids: Sequence[int]) -> dict[str, Any]:
+        return {"inputs": self.renderer.text(ids, fast=False), "parameters": self._params}
+
+    def _answer(self, res: HttpResult, head: str) -> GenAnswer:
+        where = {"backend": self.name, "endpoint": self.endpoint or ""}
+        raise_for_status(res, **where)
+        return tgi_answer(res.json(**where), head=head, labels=self.labels)
+
     def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
-        prompt = self.renderer.text(ids, fast=False)
-        try:
-            out = self._client.text_generation(prompt, **self._params)
-        except Exception as exc:
-            raise self._error(exc) from exc
-        return tgi_answer(_plain(out), head=head, labels=self.labels)
+        where = {"backend": self.name, "endpoint": self.endpoint or ""}
+        res = post_json(self._http, route(self.url, "/generate"), self._body(ids), **where)
+        return self._answer(res, head)
 
     async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
-        prompt = self.renderer.text(ids, fast=False)
-        try:
-            out = await state["client"].text_generation(prompt, **self._params)
-        except Exception as exc:
-            raise self._error(exc) from exc
-        return tgi_answer(_plain(out), head=head, labels=self.labels)
+        where = {"backend": self.name, "endpoint": self.endpoint or ""}
+        res = await apost_json(
+            state["http"], route(self.url, "/generate"), self._body(ids), **where
+        )
+        return self._answer(res, head)
 
     def _new_loop_state(self) -> dict[str, Any]:
-        client = self.hub.AsyncInferenceClient(
-            model=self.url + "/generate",
-            headers=self.headers,
-            token=self.token,
-            timeout=self.timeout,
+        http = self.httpx.AsyncClient(
+            headers=self._auth_headers(), timeout=self.timeout, follow_redirects=False
         )
-        http = self.httpx.AsyncClient(headers=self._auth_headers(), timeout=self.timeout)
-        return {"client": client, "http": http}
+        return {"http": http}
 
     async def _close_loop_state(self, state: dict[str, Any]) -> None:
-        await state["client"].close()
         await state["http"].aclose()
-
-    def _error(self, exc: Exception) -> BackendError:
-        """The typed error for whatever ``huggingface_hub`` raised."""
-        http_error = exc if hasattr(exc, "response") else exc.__cause__
-        response = getattr(http_error, "response", None)
-        if response is not None and getattr(response, "status_code", None) is not None:
-            err = error_from_body(
-                int(response.status_code), response.content, backend=self.name, endpoint=self.url
-            )
-            err.retry_headers = dict(response.headers)
-            return err
-        mapped = transport_error(exc, backend=self.name, endpoint=self.url)
-        if mapped is not None:
-            return mapped
-        if isinstance(exc, ValueError):  # the body was not JSON, or not the TGI shape
-            return BackendProtocolError(
-                f"tgi endpoint {self.url} answered with a malformed body: {exc}", backend=self.name
-            )
-        return BackendError(
-            f"tgi request to {self.url} failed: {type(exc).__name__}: {exc}", backend=self.name
-        )
 
     # --- health ------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         """``GET /info`` (raises a typed error when it fails)."""
-        res = get(self._http, self.url + "/info", backend=self.name, endpoint=self.url)
-        raise_for_status(res, backend=self.name, endpoint=self.url)
-        data = res.json(backend=self.name, endpoint=self.url)
+        where = {"backend": self.name, "endpoint": self.endpoint or ""}
+        with deadline_scope(self.timeout):
+            res = get(self._http, route(self.url, "/info"), **where)
+        raise_for_status(res, **where)
+        data = res.json(**where)
         if not isinstance(data, dict):
             raise BackendProtocolError("tgi /info is not a JSON object", backend=self.name)
         return data
 
     def _health_routes(self) -> tuple[str, str]:
-        return self.url + "/health", self.url + "/info"
+        return route(self.url, "/health"), route(self.url, "/info")
 
     def _health_info(self, data: Any) -> tuple[dict[str, Any], str | None]:
         if not isinstance(data, dict):
@@ -193,8 +180,12 @@ class TGIGenBackend(RemoteGenBackend):
         self._http.close()
 
 
-def _plain(obj: Any) -> Any:
-    """``huggingface_hub`` output types (dicts or dataclasses, by version) as plain data."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    return obj
+def _stored_hf_token() -> str | None:
+    """The token ``huggingface-cli login`` stored (or ``HF_TOKEN``), when ``huggingface_hub`` is
+    installed; only ever asked for Hugging Face's own hosts."""
+    try:
+        from huggingface_hub import get_token
+    except ImportError:
+        return None
+    token = get_token()
+    return check_secret(token, what="the stored Hugging Face token") if token else None
