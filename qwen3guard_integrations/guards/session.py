@@ -114,7 +114,7 @@ class StreamSession:
         self.prompt_ids: tuple[int, ...] = tuple(ids)
         self._cache: Any = runner.new_cache() if engine is None else engine.open()
         if engine is not None:  # a session dropped without close() gives its slot back
-            weakref.finalize(self, engine.close_session, self._cache)
+            weakref.finalize(self, engine.close_later, self._cache)
         try:
             rows = runner.query_rows(self._forward(ids, query=True))
         except BaseException:

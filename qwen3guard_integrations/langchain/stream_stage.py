@@ -168,9 +168,9 @@ class HoldBackStage(Runnable[Any, Any]):
         return session
 
     def _aopen(self, convo: Any = None) -> AsyncStreamSession:
-        """Async twin of `_open` (not started yet)."""
-        session: AsyncStreamSession = self.stream_guard.asession(convo or NO_PROMPT)
-        return session
+        """Async twin of `_open` (not started yet): the same `_open`, run in a worker thread
+        when the async session starts, so both paths open sessions in one place."""
+        return AsyncStreamSession(lambda: self._open(convo))
 
     def transform(
         self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any

@@ -119,6 +119,7 @@ class StreamEngine:
         self._pool_lock = threading.Lock()  # taken before _cond, never after
         self._cond = threading.Condition()
         self._queue: list[Job] = []
+        self._deferred: deque[EngineSession] = deque()  # closed by finalizers, freed later
         self._busy = False
         self._worker: threading.Thread | None = None
         self._worker_go = False
@@ -142,6 +143,8 @@ class StreamEngine:
         deadline = time.monotonic() + self.full_timeout_s
         while True:
             self._evict_idle()
+            with self._pool_lock, self._cond:
+                self._reap_locked()  # sessions dropped without close() count no more
             with self._cond:
                 self._check_engine()
                 if len(self._live) < self.max_sessions:
@@ -162,10 +165,23 @@ class StreamEngine:
     def close_session(self, handle: EngineSession) -> None:
         """Free ``handle``'s slot (a running job finishes first). Idempotent."""
         with self._pool_lock, self._cond:
-            if handle.state == "open":
-                handle.state = "closed"
-            if not handle.busy:
-                self._drop_locked(handle)
+            self._close_locked(handle)
+
+    def close_later(self, handle: EngineSession) -> None:
+        """`close_session` for garbage-collector finalizers: takes no lock (a finalizer can run
+        on any thread, the engine's own worker in the middle of a step included); the slot is
+        freed before the next step or open."""
+        self._deferred.append(handle)
+
+    def _close_locked(self, handle: EngineSession) -> None:
+        if handle.state == "open":
+            handle.state = "closed"
+        if not handle.busy:
+            self._drop_locked(handle)
+
+    def _reap_locked(self) -> None:
+        while self._deferred:
+            self._close_locked(self._deferred.popleft())
 
     def truncate(self, handle: EngineSession, length: int) -> None:
         """Cut ``handle``'s cached positions back to ``length`` (a rollback)."""
@@ -306,6 +322,7 @@ class StreamEngine:
         return len(self._queue) >= self._last_batch
 
     def _take_locked(self) -> list[tuple[Job, int]]:
+        self._reap_locked()
         for job in [j for j in self._queue if j.handle.state != "open"]:
             self._fail_locked(job, _closed_error(job.handle))
         budget = self.max_step_tokens
