@@ -26,6 +26,14 @@ content for the violation message and lets the run go on (an answer or tool call
 the notice, without tool calls, so no tool runs; a flagged tool result is replaced and the model
 reads the notice instead). Verdicts are dispatched as
 `VERDICT_EVENT` custom events and attached to the AI messages' metadata.
+
+``prompt_check="parallel"`` moves the check of the user's new turn from ``before_model`` into the
+guarded model call (`guard_model(prompt_check="parallel")`): the inner model starts with the
+check, nothing it says is released before the verdict, and a blocked prompt stops it at once.
+The block then ends as in ``"before"`` mode: the same ``exit_behavior`` and, with ``"end"``, the
+same ``blocked_input`` scrubbing of the user's turn from the agent state (applied with the model
+node's update, through `ExtendedModelResponse`); ``"replace"`` calls the model again on the
+notice. Tool results are still checked in ``before_model``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from typing import Any, Literal
 from langchain.agents.middleware.types import (
     AgentMiddleware,
     AgentState,
+    ExtendedModelResponse,
     ModelRequest,
     ModelResponse,
     hook_config,
@@ -48,6 +57,7 @@ from langchain_core.messages import (
     RemoveMessage,
     ToolMessage,
 )
+from langgraph.types import Command
 
 from ..core.actions import check_refusal, render_refusal
 from ..core.errors import ConfigurationError, UnsafeContentError
@@ -58,6 +68,7 @@ from .chat_flow import STAGE_WORDS
 from .chat_model import GuardedChatModel, guard_model
 from .chat_parts import tool_call_text
 from .convert import message_to_dict, text_of_content
+from .prompt_check import PROMPT_CHECKS
 from .reporting import (
     Stage,
     adispatch_verdict,
@@ -72,11 +83,14 @@ __all__ = [
     "DEFAULT_VIOLATION",
     "BlockedInput",
     "ExitBehavior",
+    "PromptCheck",
     "Qwen3GuardMiddleware",
     "tool_call_text",
 ]
 
 ExitBehavior = Literal["end", "error", "replace"]
+#: Where the user's new turn is checked: ``"before"`` the model call or in ``"parallel"`` with it.
+PromptCheck = Literal["before", "parallel"]
 #: What ``exit_behavior="end"`` does with a blocked user message in the agent state.
 BlockedInput = Literal["replace", "remove"]
 
@@ -105,6 +119,9 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
             agent state by `BLOCKED_INPUT_PLACEHOLDER`, or ``"remove"`` it.
         reasoning: ``"moderate"`` (default) or ``"skip"`` the model's reasoning blocks.
         metadata_text: keep the flagged text (``text_until``) in message metadata.
+        prompt_check: ``"before"`` (default): check the user's new turn in ``before_model``;
+            ``"parallel"``: check it inside the guarded model call, with the inner model
+            started meanwhile (see docs/latency.md).
     """
 
     def __init__(
@@ -121,6 +138,7 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         blocked_input: BlockedInput = "replace",
         reasoning: Literal["moderate", "skip"] = "moderate",
         metadata_text: bool = False,
+        prompt_check: PromptCheck = "before",
     ) -> None:
         super().__init__()
         if not isinstance(guard, Qwen3Guard):
@@ -141,6 +159,10 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
             raise ConfigurationError(
                 f"blocked_input must be 'replace' or 'remove', got {blocked_input!r}"
             )
+        if prompt_check not in PROMPT_CHECKS:
+            raise ConfigurationError(
+                f"prompt_check must be 'before' or 'parallel', got {prompt_check!r}"
+            )
         if reasoning not in ("moderate", "skip"):
             raise ConfigurationError(f"reasoning must be 'moderate' or 'skip', got {reasoning!r}")
         self.violation_message = check_refusal(violation_message, option="violation_message")
@@ -154,6 +176,7 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         self.check_tool_calls = check_tool_calls
         self.check_tool_results = check_tool_results
         self.exit_behavior = exit_behavior
+        self.prompt_check = prompt_check
 
     # --- planning: what to check --------------------------------------------------------------
     def _input_plan(self, messages: Sequence[BaseMessage]) -> _Plan:
@@ -164,7 +187,12 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
                 msg = messages[i]
                 if isinstance(msg, ToolMessage) and (text := text_of_content(msg.content)).strip():
                     plan.append(("tool_result", i, text))
-        if self.check_input and messages and isinstance(messages[-1], HumanMessage):
+        if (
+            self.check_input
+            and self.prompt_check == "before"  # "parallel": inside the guarded model call
+            and messages
+            and isinstance(messages[-1], HumanMessage)
+        ):
             plan.append(("prompt", len(messages) - 1, [message_to_dict(m) for m in messages]))
         return plan
 
@@ -337,14 +365,15 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         return self._at_end(await self._arun(messages, self._direct_plan(messages)))
 
     def _guarded(self, model: Any) -> GuardedChatModel:
-        """The request's model behind `guard_model` (the prompt was checked before)."""
+        """The request's model behind `guard_model` (``"before"``: the prompt was checked)."""
         if isinstance(model, GuardedChatModel):
             return model
         return guard_model(
             model,
             guard=self.guard,
             stream_guard=self.stream_guard,
-            check_prompt=False,
+            check_prompt=self.check_input and self.prompt_check == "parallel",
+            prompt_check=self.prompt_check,
             check_response=self.check_output,
             check_tool_calls=self.check_tool_calls,
             reasoning=self.reasoning,
@@ -355,29 +384,77 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
-    ) -> ModelResponse[Any] | AIMessage:
+    ) -> ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]:
         """Run the model through `guard_model`: nothing it says is released unchecked."""
         try:
             return handler(request.override(model=self._guarded(request.model)))
         except UnsafeContentError as exc:
-            return self._model_violation(exc)
+            if getattr(exc, "stage", None) != "prompt":
+                return self._model_violation(exc)
+            blocked = self._prompt_blocked(request, exc)
+        if isinstance(blocked, ExtendedModelResponse):
+            return blocked
+        again, fixed = blocked  # "replace": the model answers the notice instead
+        try:
+            answer: ModelResponse[Any] | AIMessage = handler(again)
+        except UnsafeContentError as exc:
+            answer = self._model_violation(exc)
+        return _with_update(answer, fixed)
 
     async def awrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
-    ) -> ModelResponse[Any] | AIMessage:
+    ) -> ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]:
         """Async twin of `wrap_model_call`."""
         try:
             return await handler(request.override(model=self._guarded(request.model)))
         except UnsafeContentError as exc:
-            return self._model_violation(exc)
+            if getattr(exc, "stage", None) != "prompt":
+                return self._model_violation(exc)
+            blocked = self._prompt_blocked(request, exc)
+        if isinstance(blocked, ExtendedModelResponse):
+            return blocked
+        again, fixed = blocked
+        try:
+            answer: ModelResponse[Any] | AIMessage = await handler(again)
+        except UnsafeContentError as exc:
+            answer = self._model_violation(exc)
+        return _with_update(answer, fixed)
 
     def _model_violation(self, exc: UnsafeContentError) -> AIMessage:
         if self.exit_behavior == "error":
             raise exc
         stage: Stage = getattr(exc, "stage", "response")
         return self._notice(self._violation_text(stage, exc.verdict), {stage: exc.verdict})
+
+    def _prompt_blocked(
+        self, request: ModelRequest[Any], exc: UnsafeContentError
+    ) -> ExtendedModelResponse[Any] | tuple[ModelRequest[Any], list[Any]]:
+        """A prompt blocked inside the model call (``"parallel"``), ended as `before_model`
+        ends it: ``"end"``: the notice, and the user's turn scrubbed from the state;
+        ``"replace"``: the request again with the notice in place of the user's turn (and the
+        state update that makes the same swap)."""
+        if self.exit_behavior == "error":
+            raise exc
+        target = request.messages[-1]
+        text = self._violation_text("prompt", exc.verdict)
+        if self.exit_behavior == "end":
+            notice = self._notice(text, {"prompt": exc.verdict})
+            scrub: Command[Any] = Command(update={"messages": self._scrubbed(target)})
+            return ExtendedModelResponse(ModelResponse(result=[notice]), command=scrub)
+        fixed = target.model_copy(update={"content": text})
+        again = request.override(
+            model=self._guarded(request.model), messages=[*request.messages[:-1], fixed]
+        )
+        return again, [fixed]
+
+
+def _with_update(
+    answer: ModelResponse[Any] | AIMessage, messages: list[Any]
+) -> ExtendedModelResponse[Any]:
+    response = answer if isinstance(answer, ModelResponse) else ModelResponse(result=[answer])
+    return ExtendedModelResponse(response, command=Command(update={"messages": messages}))
 
 
 def _last_index(messages: Sequence[BaseMessage], cls: type[BaseMessage]) -> int | None:
