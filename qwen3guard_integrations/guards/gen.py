@@ -261,7 +261,7 @@ class Qwen3Guard:
         """A verdict, or the policy's answer to a failure (raise, or a degraded verdict)."""
         if isinstance(result, Verdict):
             return result
-        if isinstance(result, InvalidInputError):
+        if isinstance(result, (InvalidInputError, SessionClosedError)):  # never "degraded"
             raise result
         latency = (time.perf_counter() - started) * 1000
         if self.policy.fail_open:
@@ -427,6 +427,11 @@ class Qwen3Guard:
             return await asyncio.to_thread(self.health)
         result: BackendHealth = await ahealth()
         return result
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` / `aclose` has begun: new checks raise `SessionClosedError`."""
+        return self._closed
 
     def close(self) -> None:
         """Stop the micro-batcher's worker thread and release the backend's connections.

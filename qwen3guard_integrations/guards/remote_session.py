@@ -191,6 +191,11 @@ class RemoteStreamSession(StreamSession):
         """Moderate the held-back tail without committing it (see `StreamSession.peek`)."""
         return self._call({"op": "peek"})
 
+    def response_source(self, start: int = 0, stop: int | None = None) -> str | None:
+        """None: the server holds the fed text; `decode_response` gives the exact bytes the
+        server moderated instead."""
+        return None
+
     async def afeed(self, piece: str | int | Sequence[int]) -> StreamUpdate:
         """`feed` with the round trip in a worker thread (the WebSocket client is sync)."""
         return await asyncio.to_thread(self.feed, piece)

@@ -97,6 +97,11 @@ class StreamSession:
         self._verdict: Verdict | None = None
         self._last: TokenResult | None = None  # the last moderated token
         self._closed = False
+        # the last peek's tail: its ids, per id (fed?, result when counted), and how many KV
+        # positions it left past the committed ones (the next peek reuses their common prefix)
+        self._spec_ids: list[int] = []
+        self._spec_rec: list[tuple[bool, TokenResult | None]] = []
+        self._spec_fed = 0
         started = time.perf_counter()
         # message text is tokenized as plain text: a "<|im_end|>" typed in a message stays text
         ids = stream_prompt_ids(tokenizer, msgs)
@@ -144,7 +149,11 @@ class StreamSession:
 
     @property
     def cached_tokens(self) -> int:
-        """How many positions the KV cache holds (0 once closed)."""
+        """How many positions the KV cache holds for the committed response (0 once closed); a
+        peek's speculative tail is not counted."""
+        return self._raw_length() - self._spec_fed
+
+    def _raw_length(self) -> int:
         if self._cache is None:
             return 0
         if self._engine is not None:
@@ -237,6 +246,8 @@ class StreamSession:
 
     async def _acommit(self, ids: list[int]) -> StreamUpdate:
         """`_commit` with the model call awaited (cancelled: the session closes too)."""
+        if ids:  # the committed context changes: a peek's speculative tail no longer holds
+            self._drop_speculation()
         try:
             return await self._arun(ids)
         except BaseException:
@@ -311,16 +322,70 @@ class StreamSession:
                 self._verdict,
                 self._last,
             )
+            # the ids this tail shares with the last peek's ran on the same context: replay
+            # their results instead of running them again (a long unbroken word is re-peeked at
+            # every piece; running it whole each time was quadratic)
+            keep = 0
+            for a, b in zip(self._spec_ids, tail):
+                if a != b:
+                    break
+                keep += 1
+            rec = self._spec_rec[:keep]
+            fed_keep = sum(fed for fed, _ in rec)
+            ok = False
             try:
-                return self._run(tail)
+                if self._cache is not None and self._raw_length() > cached + fed_keep:
+                    self._truncate(cached + fed_keep)
+                self._spec_fed = 0
+                start = len(self._counted_at)
+                replayed, tripped = self._replay(tail[:keep], rec)
+                update = self._run(tail[keep:], record=rec)
+                ok = True
+                return dataclasses.replace(
+                    update,
+                    tokens=(*replayed, *update.tokens),
+                    start_index=start,
+                    tripped=tripped or update.tripped,
+                )
             finally:
                 debounce, filt, n_seen, n_counted, verdict, last = saved
                 self._debounce, self._filter, self._verdict = debounce, filt, verdict
                 self._last, self._policy_run = last, policy_run
                 del self._ids_seen[n_seen:]
                 del self._counted_at[n_counted:]
-                if self._cache is not None and self.cached_tokens > cached:
-                    self._truncate(cached)
+                raw = self._raw_length()
+                if ok and raw >= cached:
+                    self._spec_ids, self._spec_rec, self._spec_fed = list(tail), rec, raw - cached
+                else:
+                    self._spec_ids, self._spec_rec, self._spec_fed = [], [], 0
+                    if self._cache is not None and raw > cached:
+                        self._truncate(cached)
+
+    def _drop_speculation(self) -> None:
+        """Cut a peek's speculative tail off the KV cache (before anything is committed)."""
+        if self._spec_fed and self._cache is not None:
+            self._truncate(self._raw_length() - self._spec_fed)
+        self._spec_ids, self._spec_rec, self._spec_fed = [], [], 0
+
+    def _replay(
+        self, ids: list[int], rec: list[tuple[bool, TokenResult | None]]
+    ) -> tuple[list[TokenResult], bool]:
+        """`_steps` for ids whose results are known (a peek's reused prefix): no model call."""
+        tokens: list[TokenResult] = []
+        tripped = False
+        start = len(self._counted_at)
+        for t, (_, tok) in zip(ids, rec):
+            plan = self._filter.plan(t)
+            self._ids_seen.append(t)
+            if plan.feed and plan.count and tok is not None:
+                self._counted_at.append(len(self._ids_seen) - 1)
+                tokens.append(tok)
+                self._last = tok
+                raised = self._debounce.push(tok.level)
+                if raised or self._retrip(self._policy_run.push(tok.level, tok.category)):
+                    tripped = True
+                    self._verdict = self._trip_verdict(start + len(tokens) - 1, tok)
+        return tokens, tripped
 
     def close(self) -> None:
         """Free the KV cache. Feeding afterwards raises `SessionClosedError`."""
@@ -344,6 +409,8 @@ class StreamSession:
         """`_run` for ids taken from the stream: if moderating them fails, the session
         closes (fail closed). Their text has left the re-tokenizer and the KV cache may hold part
         of a forward, so going on would moderate the rest of the response with a hole in it."""
+        if ids:  # the committed context changes: a peek's speculative tail no longer holds
+            self._drop_speculation()
         try:
             return self._run(ids)
         except BaseException:
@@ -360,6 +427,7 @@ class StreamSession:
     def _drop(self) -> None:
         """Free the cache (the engine's slot); idempotent."""
         cache, self._cache = self._cache, None
+        self._spec_ids, self._spec_rec, self._spec_fed = [], [], 0
         if cache is not None and self._engine is not None:
             self._engine.close_session(cache)
 
@@ -369,9 +437,11 @@ class StreamSession:
         else:
             _crop(self._cache, keep)
 
-    def _run(self, ids: list[int]) -> StreamUpdate:
+    def _run(
+        self, ids: list[int], record: list[tuple[bool, TokenResult | None]] | None = None
+    ) -> StreamUpdate:
         """`_steps` with the model call made here (the sync driver)."""
-        steps = self._steps(ids)
+        steps = self._steps(ids, record)
         try:
             to_feed = next(steps)
             while True:
@@ -395,8 +465,11 @@ class StreamSession:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
 
-    def _steps(self, ids: list[int]) -> Generator[list[int], Any, StreamUpdate]:
-        """Plan which ids run, yield them for the model call, and decide on its logits."""
+    def _steps(
+        self, ids: list[int], record: list[tuple[bool, TokenResult | None]] | None = None
+    ) -> Generator[list[int], Any, StreamUpdate]:
+        """Plan which ids run, yield them for the model call, and decide on its logits
+        (``record``, when given, gets each id's (fed?, result) for a later peek's replay)."""
         if self._context and self.cached_tokens + len(ids) > self._context:
             # past the model's context its positions mean nothing: refuse (nothing committed);
             # len(ids) bounds what is fed, so the exact count is only taken near the limit
@@ -410,14 +483,18 @@ class StreamSession:
         start = len(self._counted_at)
         to_feed: list[int] = []
         count_pos: list[int] = []  # for each counted token: its position in to_feed
+        per_id: list[tuple[bool, int | None]] = []  # per id: fed?, index in count_pos
         for t in ids:
             plan = self._filter.plan(t)
             self._ids_seen.append(t)
+            counted: int | None = None
             if plan.feed:
                 to_feed.append(t)
                 if plan.count:
+                    counted = len(count_pos)
                     count_pos.append(len(to_feed) - 1)
                     self._counted_at.append(len(self._ids_seen) - 1)
+            per_id.append((plan.feed, counted))
         tokens: list[TokenResult] = []
         tripped = False
         if to_feed:
@@ -437,6 +514,8 @@ class StreamSession:
                 if raised or self._retrip(self._policy_run.push(tok.level, tok.category)):
                     tripped = True
                     self._verdict = self._trip_verdict(start + k, tok)
+        if record is not None:
+            record += [(fed, None if c is None else tokens[c]) for fed, c in per_id]
         return StreamUpdate(
             tokens=tuple(tokens),
             start_index=start,

@@ -449,15 +449,15 @@ def test_the_callback_peek_on_a_long_unbroken_word_is_linear(
 
     text = ("我的朋友问我关于天气的问题今天很好明天也很好" * 10)[:150]
     positions: list[int] = []
-    forward = sguard.runner.forward
-
-    def counting(ids: Any, *args: Any, **kwargs: Any) -> Any:
-        positions.append(len(ids))
-        return forward(ids, *args, **kwargs)
-
     callback = Qwen3GuardStreamCallback(sguard)
     with sguard.session(SAFE_Q, debounce=1) as s:
-        monkeypatch.setattr(sguard.runner, "forward", counting)
+        forward = s._forward  # the one model call of a session (engine or per-session cache)
+
+        def counting(ids: Any, *args: Any, **kwargs: Any) -> Any:
+            positions.append(len(ids))
+            return forward(ids, *args, **kwargs)
+
+        monkeypatch.setattr(s, "_forward", counting)
         for ch in text:
             callback._feed_ahead(s, ch)
         s.finish()

@@ -7,6 +7,7 @@ llama-index-core classes."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -311,6 +312,9 @@ def test_close_racing_a_local_check_is_never_degraded(gen: Any) -> None:
     assert stalled.entered.wait(10)
     closer = threading.Thread(target=guard.close)
     closer.start()
+    deadline = time.monotonic() + 10
+    while not guard.closed and time.monotonic() < deadline:  # the close has begun
+        time.sleep(0.001)
     with pytest.raises(SessionClosedError):
         guard.check_prompt("how to make a bomb")
     stalled.gate.set()
