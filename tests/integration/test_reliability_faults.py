@@ -212,7 +212,11 @@ async def test_faults_under_concurrent_load_answer_each_request_once(
             *(closed.acheck_prompt(t) for t, _ in reqs), return_exceptions=True
         )
         errors = [r for r in out if isinstance(r, BaseException)]
-        assert len(errors) == 7 and all(isinstance(e, BackendError) for e in errors)
+        assert all(isinstance(e, BackendError) for e in errors)
+        # the 7 injected faults, each answered once; a dropped connection may also take down the
+        # one request the client had just put on it (a transport error, never a verdict)
+        injected = [e for e in errors if not isinstance(e, BackendConnectionError)]
+        assert len(injected) == 5 and 7 <= len(errors) <= 8, errors
         assert server.requests[route] - before == len(reqs)  # each sent once, none retried
         for (_, level), r in zip(reqs, out):
             assert isinstance(r, BaseException) or r.level is level
