@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.deps import require
 from ..core.errors import (
@@ -31,6 +31,10 @@ from ..core.errors import (
 )
 from ..core.messages import MessagesInput
 from ..core.policy import Policy
+
+if TYPE_CHECKING:  # the session modules import torch: typed here, imported on first use
+    from .retokenizer import Retokenizer
+    from .session import AsyncStreamSession, StreamSession
 
 __all__ = ["Qwen3StreamGuard", "StreamState"]
 
@@ -186,7 +190,7 @@ class Qwen3StreamGuard:
         policy: Policy | None = None,
         debounce: int | None = None,
         think: Literal["moderate", "skip"] | None = None,
-    ) -> Any:
+    ) -> StreamSession:
         """Start a `StreamSession` for ``messages``.
 
         ``messages`` must end with a user turn. The prompt is run at once; its verdict is at
@@ -213,7 +217,7 @@ class Qwen3StreamGuard:
         policy: Policy | None = None,
         debounce: int | None = None,
         think: Literal["moderate", "skip"] | None = None,
-    ) -> Any:
+    ) -> AsyncStreamSession:
         """An `AsyncStreamSession`: ``async with`` it."""
         from .session import AsyncStreamSession
 
@@ -226,7 +230,7 @@ class Qwen3StreamGuard:
         step latency percentiles); ``{"engine": False}`` without one."""
         return self.engine.stats() if self.engine is not None else {"engine": False}
 
-    def retokenizer(self) -> Any:
+    def retokenizer(self) -> Retokenizer:
         """A new `Retokenizer` for this model's tokenizer."""
         from .retokenizer import Retokenizer
 
