@@ -64,8 +64,11 @@ class StreamRelease:
         extra: Mapping[str, Verdict],
         safe: Callable[[], Verdict],
         ending: Callable[[Verdict], str],
+        *,
+        text: bool = False,
     ) -> None:
         self.name = name
+        self.text = text  # whether the verdicts in the metadata keep the flagged text
         self.extra = dict(extra)
         self._safe = safe  # the verdict of a stream that ends unblocked
         self._ending = ending  # the text that ends a blocked stream, from its verdict
@@ -171,7 +174,8 @@ class StreamRelease:
         if self.kind == "str":
             return []
         base = self.merged if self.merged is not None else AIMessageChunk(content="")
-        return [with_verdicts(base.model_copy(update={"chunk_position": "last"}), self._verdicts())]
+        last = base.model_copy(update={"chunk_position": "last"})
+        return [with_verdicts(last, self._verdicts(), text=self.text)]
 
     def _blocked_last(self) -> list[Any]:
         assert self.verdict is not None
@@ -180,7 +184,7 @@ class StreamRelease:
             return [text] if text else []
         cid = self.merged.id if self.merged is not None else None
         last = AIMessageChunk(content=text, id=cid, chunk_position="last")
-        return [with_verdicts(last, self._verdicts())]
+        return [with_verdicts(last, self._verdicts(), text=self.text)]
 
 
 def _as_chunk(message: BaseMessage) -> AIMessageChunk:

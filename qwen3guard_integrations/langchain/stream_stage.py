@@ -70,6 +70,9 @@ class HoldBackStage(Runnable[Any, Any]):
         refusal: the text of that last chunk (a template: ``{level}``, ``{categories}``,
             ``{stage}``); None (the default) ends with an empty chunk.
         name: the run name (default ``"HoldBackStage"``).
+        metadata_text: keep the flagged text (``text_until``) in the verdicts attached to the
+            last chunk; off by default, since that metadata reaches every consumer (a chat UI).
+            The verdict events keep the text for audit.
 
     Raises:
         ConfigurationError: ``stream_guard`` is not a Stream guard, or an option is not valid.
@@ -84,8 +87,10 @@ class HoldBackStage(Runnable[Any, Any]):
         on_block: BlockAction | str = BlockAction.REFUSE,
         refusal: str | None = None,
         name: str | None = None,
+        metadata_text: bool = False,
     ) -> None:
         require_stream_guard(stream_guard, type(self).__name__)
+        self.metadata_text = bool(metadata_text)
         self.stream_guard = stream_guard
         self.on_block = block_action(on_block, _ACTIONS, legacy=_LEGACY, warn=self._warn_legacy)
         self.refusal = None if refusal is None else check_refusal(refusal)
@@ -106,7 +111,11 @@ class HoldBackStage(Runnable[Any, Any]):
         self, session: StreamSession | AsyncStreamSession, extra: Mapping[str, Verdict] | None
     ) -> StreamRelease:
         return StreamRelease(
-            self.get_name(), extra or {}, lambda: self._final_verdict(session), self._ending
+            self.get_name(),
+            extra or {},
+            lambda: self._final_verdict(session),
+            self._ending,
+            text=self.metadata_text,
         )
 
     def _ending(self, verdict: Verdict) -> str:

@@ -220,8 +220,14 @@ def test_stream_guard_releases_a_safe_answer_whole(sguard: Qwen3StreamGuard) -> 
 
 @pytest.mark.parametrize("answer", [BOMB_A, HOTWIRE_A])
 def test_stream_guard_never_releases_unsafe_text(sguard: Qwen3StreamGuard, answer: str) -> None:
-    chunks = list((model(answer) | HoldBackStage(sguard)).stream(SAFE_Q))
+    chunks = list((model(answer) | HoldBackStage(sguard, metadata_text=True)).stream(SAFE_Q))
     text = "".join(c.content for c in chunks)
+    assert (
+        message_verdicts(list((model(answer) | HoldBackStage(sguard)).stream(SAFE_Q))[-1])[
+            "stream"
+        ].text_until
+        is None
+    )  # the metadata a chat UI receives carries no flagged text by default
     verdict = message_verdicts(chunks[-1])["stream"]
     assert verdict.level is Level.UNSAFE
     assert answer.startswith(text)
