@@ -17,7 +17,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.tracers.base import BaseTracer
 
-from .convert import EMPTY_USER, message_to_dict, text_of_content
+from .convert import EMPTY_USER, message_to_dict, text_of_content, tool_call_text
 
 __all__ = [
     "NOSTREAM_TAG",
@@ -49,15 +49,6 @@ _TOOL_KWARGS = ("tool_calls", "function_call")
 
 _THINK_OPEN = "<think>\n"
 _THINK_CLOSE = "\n</think>\n\n"
-
-
-def tool_call_text(name: str, args: Any) -> str:
-    """How a tool call is shown to the guard: its name and JSON arguments."""
-    try:
-        shown = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        shown = str(args)
-    return f"Calling tool {name} with arguments {shown}"
 
 
 def tool_call_texts(message: AIMessage | AIMessageChunk) -> list[str]:
