@@ -111,9 +111,7 @@ class GenTestServer:
         if self._httpd is not None:
             return self
         handler = type("Handler", (_Handler,), {"server_ref": self})
-        ThreadingHTTPServer.allow_reuse_address = True
-        httpd = ThreadingHTTPServer((self.host, self.port), handler)
-        httpd.daemon_threads = True
+        httpd = _Server((self.host, self.port), handler)
         self.port = httpd.server_address[1]
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -415,6 +413,16 @@ def _json(body: bytes, openai: bool) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise (_bad_request if openai else _invalid)("the request body is not a JSON object")
     return data
+
+
+class _Server(ThreadingHTTPServer):
+    # A real server's accept backlog. socketserver's default of 5 overflows when 16 checks
+    # connect at once on a busy machine: the kernel cannot queue the extra handshakes and the
+    # client, which already sent its request, reads a reset (httpx ReadError), a transport
+    # error a real TGI or vLLM (backlog 2048) would not give.
+    request_queue_size = 128
+    allow_reuse_address = True
+    daemon_threads = True
 
 
 class _Handler(BaseHTTPRequestHandler):

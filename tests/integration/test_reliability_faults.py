@@ -197,12 +197,6 @@ def test_server_killed_mid_request(server: GenTestServer, tiny, protocol: str) -
 
 
 @pytest.mark.parametrize("protocol", ["tgi", "openai"])
-@pytest.mark.xfail(
-    strict=False,
-    reason="known flake since the round-two HTTP layer: under 24 concurrent checks on the OpenAI "
-    "route, 2-3 extra requests fail with a transport ReadError (an extra degraded verdict, "
-    "never a wrong one); under investigation, see the session-3 closing note",
-)
 async def test_faults_under_concurrent_load_answer_each_request_once(
     server: GenTestServer, tiny, protocol: str
 ) -> None:  # type: ignore[no-untyped-def]
