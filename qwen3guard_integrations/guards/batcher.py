@@ -6,7 +6,10 @@ in batched forwards, and the event loop never blocks on the model.
 
 No idle tax: an item that finds the worker idle is dispatched at once (a lone check costs what
 ``check_batch([x])`` costs); items that queue while a forward runs go together in the next one.
-``max_wait_ms`` (default 0) adds an optional wait for peers after the first item.
+A sync caller (`MicroBatcher.call`) that finds nothing running and nothing queued runs its item
+itself, in its own thread: no hand-off to the worker and back, and the CPU's thread pool stays
+with the caller's thread. ``max_wait_ms`` (default 0) adds an optional wait for peers after the
+first item (and then every item goes through the worker).
 
 Closing is clean: every item accepted before `MicroBatcher.close` is run (finished); an item
 submitted after it raises `SessionClosedError`; no caller is ever left waiting on a worker that
@@ -61,6 +64,7 @@ class MicroBatcher(Generic[T, R]):
         self.max_wait = max_wait_ms / 1000.0
         self._queue: queue.Queue[object] = queue.Queue()
         self._lock = threading.Lock()
+        self._running = threading.Lock()  # held while ``fn`` runs (worker or inline caller)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._name = name
@@ -86,6 +90,27 @@ class MicroBatcher(Generic[T, R]):
                 self._thread.start()
             self._queue.put((item, fut))
         return fut
+
+    def call(self, item: T) -> R:
+        """Run ``item`` and return its result (raise its error), blocking the calling thread.
+
+        When nothing runs and nothing is queued (and ``max_wait_ms`` is 0), the item runs at
+        once in this thread; otherwise it queues like `submit` and shares the next batch.
+        Raises `SessionClosedError` once the batcher is closed."""
+        with self._lock:
+            if self._closed:
+                raise SessionClosedError("the guard's micro-batcher is closed")
+            inline = (
+                not self.max_wait and self._queue.empty() and self._running.acquire(blocking=False)
+            )
+        if not inline:
+            return self.submit(item).result()
+        fut: Future[R] = Future()
+        try:
+            self._run_batch([(item, fut)])
+        finally:
+            self._running.release()
+        return fut.result()
 
     async def asubmit(self, item: T) -> R:
         """Queue ``item`` and await its result without blocking the event loop."""
@@ -114,8 +139,9 @@ class MicroBatcher(Generic[T, R]):
                 first = self._queue.get()
                 if first is _STOP:
                     return
-                collected, stop = self._collect(first)  # type: ignore[arg-type]
-                self._run_batch(collected)
+                with self._running:  # an inline caller's item runs first
+                    collected, stop = self._collect(first)  # type: ignore[arg-type]
+                    self._run_batch(collected)
         finally:
             self._fail_queued()
 

@@ -303,7 +303,7 @@ class Qwen3Guard:
         role = moderation_role(convo)
         try:
             if self._coalesce:
-                result: Verdict | BaseException = self._batcher.submit(convo).result()
+                result: Verdict | BaseException = self._batcher.call(convo)
             else:
                 result = self.backend.check_batch([convo], fast=self.fast)[0]
         except Exception as exc:

@@ -184,3 +184,78 @@ def test_close_racing_a_submit_never_leaves_it_waiting() -> None:
         caller.join(5)
         assert len(out) == 1
         assert out[0] == 9 or isinstance(out[0], SessionClosedError), out[0]
+
+
+def test_a_sync_call_on_an_idle_batcher_runs_in_the_callers_thread() -> None:
+    threads: list[threading.Thread] = []
+
+    def fn(items: list[int]) -> list[int | Exception]:
+        threads.append(threading.current_thread())
+        return _square_or_error(items)
+
+    b = MicroBatcher(fn, max_batch=8)
+    try:
+        assert b.call(3) == 9
+        assert threads == [threading.current_thread()]  # no hand-off to the worker
+        with pytest.raises(ValueError, match="bad -2"):  # its own error, raised to it
+            b.call(-2)
+        assert b.batches_run == 2
+    finally:
+        b.close()
+    with pytest.raises(SessionClosedError):
+        b.call(1)
+
+
+def test_sync_calls_while_a_batch_runs_queue_and_share_the_next_one() -> None:
+    gate = threading.Event()
+    sizes: list[int] = []
+    threads: list[threading.Thread] = []
+
+    def fn(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        threads.append(threading.current_thread())
+        if len(sizes) == 1:
+            gate.wait(5)
+        return [i * 10 for i in items]
+
+    b = MicroBatcher(fn, max_batch=8)
+    results: dict[int, int] = {}
+    try:
+        first = threading.Thread(target=lambda: results.__setitem__(0, b.call(0)))
+        first.start()
+        deadline = time.monotonic() + 5
+        while not sizes and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert threads == [first]  # the first caller runs its own item
+        peers = [
+            threading.Thread(target=lambda i=i: results.__setitem__(i, b.call(i)))
+            for i in range(1, 5)
+        ]
+        for t in peers:
+            t.start()
+        while b._queue.qsize() < 4 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        gate.set()
+        for t in [first, *peers]:
+            t.join(5)
+        assert results == {i: i * 10 for i in range(5)}
+        assert sizes == [1, 4]  # the four that queued went together, once
+        assert threads[1] not in (first, *peers)  # on the worker, not a caller
+    finally:
+        gate.set()
+        b.close()
+
+
+def test_a_sync_call_waits_for_peers_through_the_worker_when_max_wait_is_set() -> None:
+    threads: list[threading.Thread] = []
+
+    def fn(items: list[int]) -> list[int]:
+        threads.append(threading.current_thread())
+        return items
+
+    b = MicroBatcher(fn, max_batch=8, max_wait_ms=5)
+    try:
+        assert b.call(7) == 7
+        assert threads and threads[0] is not threading.current_thread()
+    finally:
+        b.close()
