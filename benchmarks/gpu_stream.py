@@ -134,7 +134,7 @@ def bench_engine(
             engine.run(h, row[:PROMPT_TOKENS], query=True)
         for h, row in zip(handles, ids):  # warm-up: a few batched steps
             engine.run(h, row[PROMPT_TOKENS : PROMPT_TOKENS + 1])
-        engine._latency.clear()
+        engine.counters.latency.clear()
         per_token: list[float] = []
         wall = asyncio.run(_drive(engine, handles, ids, n_tokens, per_token))
         _sync(torch, dev)

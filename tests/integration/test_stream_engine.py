@@ -165,3 +165,29 @@ def test_sessions_through_the_engine_equal_sessions_without(tiny) -> None:  # ty
         for a, b in zip([p1, *s1], [p2, *s2]):
             assert all(abs(a[lv] - b[lv]) < ATOL for lv in b)
     assert shared.stats()["live_sessions"] == 0 and shared.stats()["cached_tokens"] == 0
+
+
+def test_a_lone_session_steps_in_its_own_thread_with_the_lone_logits(
+    guard: Qwen3StreamGuard,
+) -> None:
+    # issue 16 item 2: alone, a one-token feed is the lean step on the session's slot, run by
+    # the caller (no worker thread, no queue), and its logits are those of the lone session
+    engine = StreamEngine(guard.runner, max_sessions=4)
+    ((prompt, response),) = _cases(guard, 1, seed=7)
+    feeds = [[t] for t in response]
+    want = _reference(guard, prompt, feeds)
+    handle = engine.open()
+    try:
+        engine.run(handle, prompt, query=True)
+        steps = engine.stats()["steps"]
+        got = [engine.run(handle, f) for f in feeds]
+        assert engine._worker is None  # nobody handed anything to a worker
+        assert engine.stats()["steps"] == steps + len(feeds)
+        assert engine.stats()["cached_tokens"] == len(prompt) + len(feeds)
+        for g, w in zip(got, want[1:]):
+            for a, b in zip(g[:2], w[:2]):
+                assert torch.allclose(a, b, atol=ATOL)
+    finally:
+        engine.close_session(handle)
+        engine.close()
+    assert engine.stats()["cached_tokens"] == 0

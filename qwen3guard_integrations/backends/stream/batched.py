@@ -17,7 +17,7 @@ from typing import Any
 from .lean import LeanStep, _rms
 from .slots import SlotPool
 
-__all__ = ["SlotCache", "batched_hidden"]
+__all__ = ["SlotCache", "batched_hidden", "forward_rows"]
 
 
 class SlotCache:
@@ -144,3 +144,30 @@ def _cos_sin(step: LeanStep, pos_t: Any, h: Any, top: int) -> tuple[Any, Any]:
         return cos_t[0, pos_t].unsqueeze(1), sin_t[0, pos_t].unsqueeze(1)
     cos, sin = step.backbone.rotary_emb(h[None], pos_t[None])
     return cos[0].unsqueeze(1), step._signed(sin)[0].unsqueeze(1)
+
+
+def forward_rows(
+    step: LeanStep,
+    model: Any,
+    pool: SlotPool,
+    rows: Sequence[tuple[int, Sequence[int]]],
+    *,
+    query: bool = False,
+) -> list[Any]:
+    """`batched_hidden` and the heads: per row the head logits (float32, CPU), the response
+    pair, or all four (the model's ``heads``) when ``query``."""
+    torch = step.torch
+    with torch.inference_mode():
+        hidden = batched_hidden(step, pool, rows)
+        heads = list(model.heads(hidden)) if query else list(step.response_heads(hidden))
+        if len(rows) == 1:
+            return [tuple(h.float().cpu() for h in heads)]
+        widths = [h.shape[-1] for h in heads]
+        both = torch.cat(heads, dim=-1).float().cpu()
+    out: list[Any] = []
+    at = 0
+    for _, ids in rows:
+        n = len(ids)
+        out.append(both[at : at + n].split(widths, dim=-1))
+        at += n
+    return out

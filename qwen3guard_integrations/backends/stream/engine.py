@@ -6,7 +6,8 @@ forward (`batched_hidden`): live streams give one token each, a prompt being pre
 chunk of at most ``prefill_chunk`` ids, so a long prompt never stalls the streams beside it.
 
 Who runs a step: a caller that finds the engine idle runs its own job at once, in its own thread
-(a lone session pays no hand-off and never waits for peers). Jobs that arrive while a step runs
+(a lone session pays no hand-off and never waits for peers; its one-token feed is the lean step
+on its slot, with none of the scheduler's bookkeeping). Jobs that arrive while a step runs
 queue up; when the running caller's job is done, a worker thread takes over and runs steps until
 the queue is empty, each step taking everything that queued meanwhile. Async callers
 (`StreamEngine.arun`) await a future that the step resolves: no thread per call.
@@ -30,13 +31,12 @@ from typing import Any, Literal
 
 from ...core.errors import (
     ConfigurationError,
-    EngineFullError,
     InvalidInputError,
-    SessionClosedError,
-    SessionEvictedError,
 )
-from .batched import batched_hidden
-from .jobs import EngineSession, Job, finish_job
+from .batched import forward_rows
+from .engine_book import SessionBook
+from .engine_stats import EngineCounters
+from .jobs import EngineSession, Job, closed_error, finish_job
 from .runtime import StreamRunner
 from .slots import SlotPool
 
@@ -45,7 +45,7 @@ __all__ = ["EngineSession", "StreamEngine"]
 _SHORT = 4  # a job with at most this many ids left is a live stream's step: taken first
 
 
-class StreamEngine:
+class StreamEngine(SessionBook):
     """Batched Stream moderation for many sessions (see the module docstring).
 
     Args:
@@ -128,88 +128,22 @@ class StreamEngine:
         self._ids = itertools.count(1)
         self._tokens = 0  # cached plus reserved positions of live sessions
         self._last_batch = 0
-        self._batches: deque[int] = deque(maxlen=2048)
-        self._latency: deque[float] = deque(maxlen=2048)
-        self._counts = dict.fromkeys(("steps", "evicted", "failed", "opened", "chunks", "mixed"), 0)
+        self.counters = EngineCounters()
+        self._counts = self.counters.counts
 
     @staticmethod
     def supports(runner: StreamRunner) -> bool:
         """Whether ``runner``'s model has the layout the batched step covers."""
         return runner._lean_step() is not None
 
-    # -- sessions ----------------------------------------------------------------------------
-    def open(self) -> EngineSession:
-        """A new session (a free slot); `EngineFullError` when ``max_sessions`` are live."""
-        deadline = time.monotonic() + self.full_timeout_s
-        while True:
-            self._evict_idle()
-            with self._pool_lock, self._cond:
-                self._reap_locked()  # sessions dropped without close() count no more
-            with self._cond:
-                self._check_engine()
-                if len(self._live) < self.max_sessions:
-                    handle = EngineSession(next(self._ids))
-                    self._live[handle.id] = handle
-                    self._counts["opened"] += 1
-                    break
-                left = deadline - time.monotonic()
-                if self.on_full == "error" or left <= 0:
-                    raise EngineFullError(
-                        f"the Stream engine has {self.max_sessions} live sessions, its limit"
-                    )
-                self._cond.wait(min(left, 0.05))
-        with self._pool_lock:
-            handle.slot = self.pool.acquire()
-        return handle
-
-    def close_session(self, handle: EngineSession) -> None:
-        """Free ``handle``'s slot (a running job finishes first). Idempotent."""
-        with self._pool_lock, self._cond:
-            self._close_locked(handle)
-
-    def close_later(self, handle: EngineSession) -> None:
-        """`close_session` for garbage-collector finalizers: takes no lock (a finalizer can run
-        on any thread, the engine's own worker in the middle of a step included); the slot is
-        freed before the next step or open."""
-        self._deferred.append(handle)
-
-    def _close_locked(self, handle: EngineSession) -> None:
-        if handle.state == "open":
-            handle.state = "closed"
-        if not handle.busy:
-            self._drop_locked(handle)
-
-    def _reap_locked(self) -> None:
-        while self._deferred:
-            self._close_locked(self._deferred.popleft())
-
-    def truncate(self, handle: EngineSession, length: int) -> None:
-        """Cut ``handle``'s cached positions back to ``length`` (a rollback)."""
-        with self._pool_lock, self._cond:
-            if handle.busy:
-                raise InvalidInputError("cannot roll back a session while it is being fed")
-            if handle.state == "open" and 0 <= length < handle.length:
-                self._tokens -= handle.length - length
-                handle.length = length
-                self.pool.lengths[handle.slot] = length
-                self._cond.notify_all()
-
-    def close(self) -> None:
-        """Evict every session and stop the worker; later calls raise `SessionEvictedError`."""
-        with self._pool_lock, self._cond:
-            self._closed = True
-            for handle in list(self._live.values()):
-                if handle.state == "open":
-                    handle.state = "evicted"
-                if not handle.busy:
-                    self._drop_locked(handle)
-            self._worker_go = True
-            self._cond.notify_all()
-
     # -- feeding -----------------------------------------------------------------------------
     def run(self, handle: EngineSession, ids: Sequence[int], *, query: bool = False) -> Any:
         """Run ``ids`` after what ``handle`` holds; the four logits tensors ``[T, n]`` as
         `StreamRunner.forward` returns them (the query pair None unless ``query``)."""
+        if len(ids) == 1 and not query:
+            alone = self._run_alone(handle, int(ids[0]))
+            if alone is not None:
+                return alone
         job = Job(handle, list(ids), query, sync=True)
         deadline = time.monotonic() + self.full_timeout_s
         while not self._submit(job, deadline):
@@ -239,28 +173,10 @@ class StreamEngine:
         handle, n = job.handle, len(job.ids)
         if n == 0:
             raise InvalidInputError("nothing to run: no ids")
-        if self.idle_timeout_s is not None and handle.state == "open" and not handle.busy:
-            if time.monotonic() - handle.last_used > self.idle_timeout_s:
-                self._evict(handle)
+        self._evict_if_idle(handle)
         with self._cond:
-            self._check_handle(handle)
-            if handle.busy:
-                raise InvalidInputError("a session runs one feed at a time")
-            if handle.length + n > self.pool.max_len:
-                raise InvalidInputError(
-                    f"{handle.length + n} positions exceed the model's {self.pool.max_len}"
-                )
-            if self._tokens + n > self.max_cached_tokens:
-                if self.on_full == "wait" and time.monotonic() < deadline:
-                    return False
-                raise EngineFullError(
-                    f"the Stream engine holds {self._tokens} of its {self.max_cached_tokens} "
-                    f"cached tokens; {n} more do not fit"
-                )
-            self._tokens += n
-            handle.reserved = n
-            handle.busy = True
-            handle.last_used = time.monotonic()
+            if not self._admit_locked(handle, n, deadline):
+                return False
             self._queue.append(job)
             if not self._busy:
                 self._busy = True
@@ -273,6 +189,45 @@ class StreamEngine:
                     job.event = threading.Event()
                 self._cond.notify_all()
         return True
+
+    def _run_alone(self, handle: EngineSession, token: int) -> Any:
+        """One token of a session that finds the engine idle: the lean step on its slot, run
+        in the caller's thread (None: the engine is not idle, or the budget is full and waiting
+        is allowed; the caller then takes the scheduled path)."""
+        self._evict_if_idle(handle)
+        with self._pool_lock:
+            with self._cond:
+                if self._busy or self._queue or self._deferred:
+                    return None
+                waiting_allowed = time.monotonic() + self.full_timeout_s
+                if not self._admit_locked(handle, 1, waiting_allowed):
+                    return None  # full, and waiting is allowed: the scheduled path waits
+                self._busy = True
+            started = time.perf_counter()
+            try:
+                out = self._forward([(Job(handle, [token], False), 1)])[0]
+            except Exception as exc:
+                with self._cond:
+                    self.counters.counts["failed"] += 1
+                    self._fail_handle_locked(handle, exc)
+                    self._release_locked()
+                raise
+            with self._cond:
+                self.counters.step(1, 0, time.perf_counter() - started)
+                self._last_batch = 1
+                self.pool.lengths[handle.slot] += 1
+                self._settle_locked(handle, 1)
+                self._release_locked()
+        return out[0], out[1], None, None
+
+    def _release_locked(self) -> None:
+        """The running caller is done: hand what queued meanwhile to the worker, or go idle."""
+        if self._queue:
+            self._handoff_locked()
+        else:
+            self._busy = False
+            self._last_batch = 0
+        self._cond.notify_all()
 
     # -- scheduling --------------------------------------------------------------------------
     def _handoff_locked(self) -> None:
@@ -311,11 +266,7 @@ class StreamEngine:
             self._run_step(batch)
             if own is not None and own.done:
                 with self._cond:
-                    if self._queue:
-                        self._handoff_locked()
-                    else:
-                        self._busy = False
-                        self._last_batch = 0
+                    self._release_locked()
                 return
 
     def _gathered(self) -> bool:
@@ -324,7 +275,7 @@ class StreamEngine:
     def _take_locked(self) -> list[tuple[Job, int]]:
         self._reap_locked()
         for job in [j for j in self._queue if j.handle.state != "open"]:
-            self._fail_locked(job, _closed_error(job.handle))
+            self._fail_locked(job, closed_error(job.handle))
         budget = self.max_step_tokens
         batch: list[tuple[Job, int]] = []
         long: list[Job] = []
@@ -363,12 +314,8 @@ class StreamEngine:
                             errors[k] = one
             elapsed = time.perf_counter() - started
             with self._cond:
-                self._counts["steps"] += 1
                 chunks = sum(len(job.ids) > _SHORT for job, _ in batch)
-                self._counts["chunks"] += chunks
-                self._counts["mixed"] += 0 < chunks < len(batch)
-                self._batches.append(len(batch))
-                self._latency.append(elapsed)
+                self.counters.step(len(batch), chunks, elapsed)
                 self._last_batch = len(batch)
                 for (job, n), out, err in zip(batch, outs, errors):
                     if err is not None:
@@ -383,120 +330,18 @@ class StreamEngine:
                 self._cond.notify_all()
 
     def _forward(self, batch: list[tuple[Job, int]]) -> list[Any]:
-        """The batched forward and heads; per row the head logits (float32, CPU)."""
-        torch = self._torch
         rows = [(job.handle.slot, job.ids[job.pos : job.pos + n]) for job, n in batch]
-        with torch.inference_mode():
-            hidden = batched_hidden(self._step, self.pool, rows)
-            if any(job.query for job, _ in batch):
-                heads = list(self.runner.model.heads(hidden))
-            else:
-                heads = list(self._step.response_heads(hidden))
-            if len(batch) == 1:
-                return [tuple(h.float().cpu() for h in heads)]
-            widths = [h.shape[-1] for h in heads]
-            both = torch.cat(heads, dim=-1).float().cpu()
-        out: list[Any] = []
-        at = 0
-        for _, n in batch:
-            part = both[at : at + n]
-            at += n
-            out.append(part.split(widths, dim=-1))
-        return out
+        query = any(job.query for job, _ in batch)
+        return forward_rows(self._step, self.runner.model, self.pool, rows, query=query)
 
     # -- bookkeeping (under _cond; _drop also under _pool_lock) -------------------------------
     def _complete_locked(self, job: Job) -> None:
-        handle = job.handle
         self._queue.remove(job)
-        handle.length += len(job.ids)
-        handle.reserved = 0
-        handle.busy = False
-        handle.last_used = time.monotonic()
-        if handle.state != "open":
-            self._drop_locked(handle)
+        self._settle_locked(job.handle, len(job.ids))
         finish_job(job, None)
 
     def _fail_locked(self, job: Job, err: BaseException) -> None:
-        handle = job.handle
         if job in self._queue:
             self._queue.remove(job)
-        handle.busy = False
-        if handle.state == "open":
-            handle.state = "failed"
-        self._drop_locked(handle)  # a failed or closed session's slot is freed at once
+        self._fail_handle_locked(job.handle, err)
         finish_job(job, err)
-
-    def _drop_locked(self, handle: EngineSession) -> None:
-        if self._live.pop(handle.id, None) is None:
-            return
-        self._tokens -= handle.length + handle.reserved
-        handle.length = handle.reserved = 0
-        if handle.slot >= 0:
-            self.pool.release(handle.slot)
-        self._cond.notify_all()
-
-    def _evict(self, handle: EngineSession) -> None:
-        with self._pool_lock, self._cond:
-            if handle.state == "open" and not handle.busy:
-                handle.state = "evicted"
-                self._counts["evicted"] += 1
-                self._drop_locked(handle)
-
-    def _evict_idle(self) -> None:
-        if self.idle_timeout_s is None:
-            return
-        limit = time.monotonic() - self.idle_timeout_s
-        with self._cond:
-            stale = [h for h in self._live.values() if not h.busy and h.last_used < limit]
-        for handle in stale:
-            self._evict(handle)
-
-    def _check_engine(self) -> None:
-        if self._closed:
-            raise SessionEvictedError("this Stream engine was closed")
-
-    def _check_handle(self, handle: EngineSession) -> None:
-        if handle.state != "open" or self._closed:
-            raise _closed_error(handle)
-
-    # -- observability -----------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
-        """Live sessions, cached tokens, batch sizes and step latency percentiles (ms)."""
-        with self._cond:
-            lat = sorted(self._latency)
-            sizes = list(self._batches)
-            live = list(self._live.values())
-            counts = dict(self._counts)
-            queued = len(self._queue)
-
-        def pct(q: float) -> float | None:
-            return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 4) if lat else None
-
-        return {
-            "live_sessions": len(live),
-            "max_sessions": self.max_sessions,
-            "cached_tokens": sum(h.length for h in live),
-            "max_cached_tokens": self.max_cached_tokens,
-            "allocated_tokens": self.pool.allocated_tokens,
-            "queued_jobs": queued,
-            "steps": counts["steps"],
-            "sessions_opened": counts["opened"],
-            "sessions_evicted": counts["evicted"],
-            "sessions_failed": counts["failed"],
-            "prefill_chunks": counts["chunks"],
-            "mixed_steps": counts["mixed"],
-            "batch_size_mean": round(sum(sizes) / len(sizes), 3) if sizes else None,
-            "batch_size_max": max(sizes) if sizes else None,
-            "step_ms_p50": pct(0.5),
-            "step_ms_p90": pct(0.9),
-            "step_ms_p99": pct(0.99),
-        }
-
-
-def _closed_error(handle: EngineSession) -> SessionClosedError:
-    if handle.state == "evicted":
-        return SessionEvictedError(
-            "the Stream engine evicted this session (idle too long, or the engine closed); "
-            "its cache is gone: start a new session"
-        )
-    return SessionClosedError(f"this engine session is {handle.state}")

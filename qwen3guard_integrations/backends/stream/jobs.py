@@ -8,7 +8,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EngineSession", "Job", "finish_job"]
+from ...core.errors import SessionClosedError, SessionEvictedError
+
+__all__ = ["EngineSession", "Job", "closed_error", "finish_job"]
 
 
 @dataclass(eq=False)
@@ -82,3 +84,13 @@ def finish_job(job: Job, error: BaseException | None) -> None:
             job.loop.call_soon_threadsafe(settle)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
+
+
+def closed_error(handle: EngineSession) -> SessionClosedError:
+    """The error a feed on a session that is no longer open raises."""
+    if handle.state == "evicted":
+        return SessionEvictedError(
+            "the Stream engine evicted this session (idle too long, or the engine closed); "
+            "its cache is gone: start a new session"
+        )
+    return SessionClosedError(f"this engine session is {handle.state}")
