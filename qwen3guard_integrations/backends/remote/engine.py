@@ -31,7 +31,6 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ...core.errors import (
-    BackendError,
     BackendHTTPError,
     BackendTimeoutError,
     ConfigurationError,
@@ -44,9 +43,9 @@ from ...core.gen_answer import GenAnswer, verdict_from_answers
 from ...core.messages import Message
 from ...core.parsing import parse_gen_output
 from ...core.verdict import Verdict
-from ..base import BackendHealth
 from ..gen.prompt import LEVEL_WORDS, GenPrompt, GenPromptEncoder
-from .http import aget, deadline_left, deadline_scope, get, raise_for_status
+from .health import HealthRoutes
+from .http import deadline_left, deadline_scope
 from .protocol import RETRY_STATUSES, LabelTokens, RetryPolicy
 from .render import PromptRenderer
 
@@ -55,7 +54,7 @@ __all__ = ["RemoteGenBackend"]
 T = TypeVar("T")
 
 
-class RemoteGenBackend:
+class RemoteGenBackend(HealthRoutes):
     """Base of the serving backends; see the module docstring.
 
     Subclasses set ``name``, an ``httpx.Client`` as ``_http`` (and ``"http"``, an
@@ -117,14 +116,6 @@ class RemoteGenBackend:
 
     async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
         """Async twin of `_send`."""
-        raise NotImplementedError
-
-    def _health_routes(self) -> tuple[str, str]:
-        """The URLs of the health route and of the info route."""
-        raise NotImplementedError
-
-    def _health_info(self, data: Any) -> tuple[dict[str, Any], str | None]:
-        """The info route's answer as ``BackendHealth.info``, and why it is not ok (or None)."""
         raise NotImplementedError
 
     def _new_loop_state(self) -> dict[str, Any]:
@@ -199,63 +190,6 @@ class RemoteGenBackend:
         if state is not None:
             await self._release_loop(loop, state)
         self.close()
-
-    # --- health --------------------------------------------------------------------------------
-
-    def health(self) -> BackendHealth:
-        """Read the server's health route, then its info route: ``ok`` when ready to serve."""
-        start = time.perf_counter()
-        health_url, info_url = self._health_routes()
-        where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        try:
-            with deadline_scope(self.timeout):
-                res = get(self._http, health_url, **where)
-                data = None
-                if res.status == 200:
-                    got = get(self._http, info_url, **where)
-                    raise_for_status(got, **where)
-                    data = got.json(**where)
-        except BackendError as exc:
-            return self._health_failed(exc, start)
-        return self._health_from(res.status, data, start)
-
-    async def ahealth(self) -> BackendHealth:
-        """Async twin of `health`."""
-        start = time.perf_counter()
-        health_url, info_url = self._health_routes()
-        where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        http = (await self._aloop_state())["http"]
-
-        async def read() -> tuple[int, Any]:
-            with deadline_scope(self.timeout):
-                res = await aget(http, health_url, **where)
-                if res.status != 200:
-                    return res.status, None
-                got = await aget(http, info_url, **where)
-                raise_for_status(got, **where)
-                return res.status, got.json(**where)
-
-        try:
-            status, data = await asyncio.wait_for(read(), self.timeout)
-        except BackendError as exc:
-            return self._health_failed(exc, start)
-        except asyncio.TimeoutError:
-            return self._health_failed(self._timed_out(), start)
-        return self._health_from(status, data, start)
-
-    def _health_failed(self, exc: BackendError, start: float) -> BackendHealth:
-        return BackendHealth(
-            False, self.name, self.endpoint, exc.status, error=str(exc), latency_ms=_ms(start)
-        )
-
-    def _health_from(self, status: int, data: Any, start: float) -> BackendHealth:
-        if status != 200:
-            error: str | None = f"the health route answered {status}"
-            return BackendHealth(False, self.name, self.endpoint, status, {}, error, _ms(start))
-        info, error = self._health_info(data)
-        return BackendHealth(
-            error is None, self.name, self.endpoint, status, info, error, _ms(start)
-        )
 
     # --- engine --------------------------------------------------------------------------------
 
@@ -414,10 +348,6 @@ class RemoteGenBackend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.endpoint!r}, model={self.model_id!r})"
-
-
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
 
 
 async def _keep(backend: RemoteGenBackend, loop: Any, state: dict[str, Any]) -> Any:
