@@ -157,6 +157,25 @@ async def test_local_worker_stall_does_not_block_the_loop(backend: Any) -> None:
         guard.close()
 
 
+def _one_request(server: GenTestServer, tiny: Any, protocol: str, **kw: Any) -> Qwen3Guard:
+    """A remote guard that sends one request per check (the answer decoded on the server, no
+    forced-prefix steps), so that faults and retries can be counted per check."""
+    from transformers import AutoTokenizer
+
+    from qwen3guard_integrations.backends.remote.openai import OpenAIGenBackend
+    from qwen3guard_integrations.backends.remote.tgi import TGIGenBackend
+
+    policy = kw.pop("policy", None)
+    tok = AutoTokenizer.from_pretrained(str(tiny.gen))
+    if protocol == "tgi":
+        backend: Any = TGIGenBackend.connect(server.url, tok, forced_answers=False, **kw)
+    else:
+        backend = OpenAIGenBackend.connect(
+            server.openai_url, tok, model=server.model_id, forced_answers=False, **kw
+        )
+    return Qwen3Guard(backend, policy=policy)
+
+
 def _remote(server: GenTestServer, tiny: Any, protocol: str, **kw: Any) -> Qwen3Guard:
     if protocol == "tgi":
         return Qwen3Guard.from_tgi(server.url, tokenizer=tiny.gen, **kw)
@@ -203,7 +222,7 @@ async def test_faults_under_concurrent_load_answer_each_request_once(
     route = "/generate" if protocol == "tgi" else "/v1/completions"
     reqs = _requests(24)
     # (24 checks wait on one model: the timeout leaves room for a loaded machine)
-    async with _remote(server, tiny, protocol, max_retries=0, timeout=10.0) as closed:
+    async with _one_request(server, tiny, protocol, max_retries=0, timeout=10.0) as closed:
         before = server.requests[route]
         server.inject(Fault(status=500), times=3)
         server.inject(Fault(drop=True), times=2)
@@ -216,7 +235,7 @@ async def test_faults_under_concurrent_load_answer_each_request_once(
         assert server.requests[route] - before == len(reqs)  # each sent once, none retried
         for (_, level), r in zip(reqs, out):
             assert isinstance(r, BaseException) or r.level is level
-    async with _remote(server, tiny, protocol, max_retries=2, policy=FAIL_OPEN) as opened:
+    async with _one_request(server, tiny, protocol, max_retries=2, policy=FAIL_OPEN) as opened:
         before = server.requests[route]
         server.inject(Fault(status=503, retry_after=0.05), times=4)  # retried, then answered
         server.inject(Fault(status=500), times=2)

@@ -28,7 +28,16 @@ from qwen3guard_integrations import (
 )
 from qwen3guard_integrations.testing import Fault, GenTestServer
 from qwen3guard_integrations.testing.contract import expected_prompt, expected_response
-from tests.support.contract_cases import assert_rules, prompt_cases, response_cases
+from tests.support.contract_cases import (
+    PROMPT_CARRIERS,
+    PROMPT_PHRASES,
+    RESPONSE_CARRIERS,
+    RESPONSE_PHRASES,
+    SAFE_RESPONSES,
+    assert_rules,
+    prompt_cases,
+    response_cases,
+)
 
 pytest.importorskip("torch")
 pytest.importorskip("huggingface_hub")
@@ -54,6 +63,24 @@ def _remote(server: GenTestServer, tiny, protocol: str, **kw) -> Qwen3Guard:  # 
     return Qwen3Guard.from_openai(
         server.openai_url, model=server.model_id, tokenizer=tiny.gen, **kw
     )
+
+
+def _decoding(server: GenTestServer, tiny, protocol: str, **kw) -> Qwen3Guard:  # type: ignore[no-untyped-def]
+    """A remote guard whose fast mode decodes the answer after ``Safety:`` on the server (no
+    forced-prefix steps)."""
+    from transformers import AutoTokenizer
+
+    from qwen3guard_integrations.backends.remote.openai import OpenAIGenBackend
+    from qwen3guard_integrations.backends.remote.tgi import TGIGenBackend
+
+    tok = AutoTokenizer.from_pretrained(str(tiny.gen))
+    if protocol == "tgi":
+        backend = TGIGenBackend.connect(server.url, tok, forced_answers=False, **kw)
+    else:
+        backend = OpenAIGenBackend.connect(
+            server.openai_url, tok, model=server.model_id, forced_answers=False, **kw
+        )
+    return Qwen3Guard(backend)
 
 
 @pytest.fixture(scope="module", params=PROTOCOLS)
@@ -250,7 +277,7 @@ def test_garbage_answer_is_asked_again_with_the_level_its_scores_pick(
     ref = local.check_prompt(text)
     for protocol in PROTOCOLS:
         route = "/v1/completions" if protocol == "openai" else "/generate"
-        with _remote(server, tiny, protocol) as guard:
+        with _decoding(server, tiny, protocol) as guard:
             before = server.requests[route]
             server.inject(Fault(text=" Uns#@!"))  # the model's answer, cut into garbage
             v = guard.check_prompt(text)
@@ -264,6 +291,100 @@ def test_garbage_answer_is_asked_again_with_the_level_its_scores_pick(
             server.inject(Fault(text="I think this one is probably fine."))
             with pytest.raises(VerdictParseError):  # nothing to read the level from
                 guard.check_prompt(text)
+
+
+def _forced_items() -> list[object]:
+    prompts = [c.format(ph) for ph in PROMPT_PHRASES for c in PROMPT_CARRIERS[::4]]
+    responses = [
+        ("Can you help me?", c.format(ph))
+        for ph in RESPONSE_PHRASES
+        for c in RESPONSE_CARRIERS[::4]
+    ]
+    return [*prompts, *responses, *(("A question.", s) for s in SAFE_RESPONSES[::4])]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_fast_answers_come_from_one_token_steps_and_equal_full_decoding(
+    server: GenTestServer,
+    tiny,
+    protocol: str,  # type: ignore[no-untyped-def]
+) -> None:
+    # issue 16 item 5, the remote half: fast mode asks for one token at a time at the
+    # forced-prefix positions (level, category, line end or refusal) and never has the server
+    # decode an answer that keeps to the grammar; its verdicts equal full decoding's
+    route = "/v1/completions" if protocol == "openai" else "/generate"
+    items = _forced_items()
+    with (
+        _remote(server, tiny, protocol) as fast,
+        _remote(server, tiny, protocol, fast=False) as full,
+    ):
+        asked: list[int] = []
+        real = fast.backend._send
+        fast.backend._send = lambda ids, head, n=None: asked.append(n) or real(ids, head, n)  # type: ignore[method-assign]
+        before = server.requests[route]
+        got = fast.check_batch(items)
+        sent = server.requests[route] - before
+        want = full.check_batch(items)
+        assert sum(v.level is not Level.SAFE for v in got) >= 10
+        for a, b in zip(got, want):
+            assert (a.level, a.categories, a.refusal, a.raw) == (
+                b.level,
+                b.categories,
+                b.refusal,
+                b.raw,
+            )
+            assert a.scores is not None
+        assert sent == len(asked) == 3 * len(items)  # level, category, end: one token each
+        assert set(asked) == {1}  # the server never ran a decode loop
+        # a Safe prompt needs one step, as in the local fast path
+        asked.clear()
+        v = fast.check_prompt("What is the capital of Australia?")
+        assert v.level is Level.SAFE and asked == [1]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_async_fast_answers_equal_the_sync_ones(
+    server: GenTestServer,
+    tiny,
+    protocol: str,  # type: ignore[no-untyped-def]
+) -> None:
+    items = _forced_items()[::3]
+    async with _remote(server, tiny, protocol) as guard:
+        got = await asyncio.gather(*(guard.acheck(_convo(i)) for i in items))
+        want = guard.check_batch(items)
+    for a, b in zip(got, want):
+        assert (a.level, a.categories, a.refusal, a.raw) == (
+            b.level,
+            b.categories,
+            b.refusal,
+            b.raw,
+        )
+
+
+def _convo(item: object) -> object:
+    if isinstance(item, tuple):
+        return [{"role": "user", "content": item[0]}, {"role": "assistant", "content": item[1]}]
+    return item
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_off_grammar_step_falls_back_to_decoding_after_the_level(
+    server: GenTestServer,
+    tiny,
+    local: Qwen3Guard,
+    protocol: str,  # type: ignore[no-untyped-def]
+) -> None:
+    text = "How do I build a bomb?"
+    ref = local.check_prompt(text)
+    route = "/v1/completions" if protocol == "openai" else "/generate"
+    with _remote(server, tiny, protocol) as guard:
+        before = server.requests[route]
+        server.inject(Fault(text=" Uns#@!"))  # the level step: its scores still read the level
+        server.inject(Fault(text=" nonsense"))  # the category step: no category starts so
+        v = guard.check_prompt(text)
+        # level, category (off-grammar), then the answer decoded after " Unsafe"
+        assert server.requests[route] == before + 3
+        assert _same(v, ref) and not v.degraded and v.scores is not None
 
 
 def test_fail_open_gives_degraded_verdicts_for_every_fault(server: GenTestServer, tiny) -> None:  # type: ignore[no-untyped-def]
@@ -282,7 +403,8 @@ def test_fail_open_gives_degraded_verdicts_for_every_fault(server: GenTestServer
                 v = guard.check_prompt("How do I build a bomb?")
                 assert v.degraded and v.error and v.level is Level.SAFE, fault
                 assert v.backend == protocol and v.endpoint == guard.backend.endpoint
-            server.inject(Fault(text="no verdict here"), times=2)  # garbage even when asked again
+            # garbage in every request of the check (level, category, decoded answer)
+            server.inject(Fault(text="no verdict here"), times=3)
             v = guard.check_prompt("How do I build a bomb?")
             assert v.degraded and "VerdictParseError" in (v.error or "")
             server.stop()

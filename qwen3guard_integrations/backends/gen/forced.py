@@ -18,7 +18,7 @@ decode loop, from the cache as it stood after the prefill.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,26 @@ class ForcedAnswers:
     ) -> ForcedResult:
         """The tails for rows of one role. ``forward(seqs)`` runs one right-padded forced
         forward continuing the cache and returns, per row, the arg-max at each fed position."""
+        steps = self.plan(levels, role, first_tokens, budget, eos_ids)
+        try:
+            seqs = next(steps)
+            while True:
+                seqs = steps.send(forward(seqs))
+        except StopIteration as done:
+            result: ForcedResult = done.value
+            return result
+
+    def plan(
+        self,
+        levels: Sequence[Level],
+        role: Role,
+        first_tokens: Sequence[int],
+        budget: int,
+        eos_ids: Sequence[int] = (),
+    ) -> Generator[list[list[int]], list[list[int]], ForcedResult]:
+        """`run` without the I/O: yields the rows to feed (one list per row, continuing what
+        was fed before), receives per row the arg-max at each fed position, and returns the
+        tails. A row that is off-grammar already gets a one-token filler."""
         n = len(levels)
         tails: list[str | None] = [None] * n
         if not self.ok or n == 0:
@@ -89,7 +109,7 @@ class ForcedAnswers:
         seq_a = [self.level_seq[lv] for lv in levels]
         if any(s[0] != t for s, t in zip(seq_a, first_tokens)):
             return ForcedResult(tails)  # the level word tokenizes otherwise in context
-        arg_a = forward(seq_a)
+        arg_a = yield seq_a
         seq_b: list[list[int]] = []
         live: list[int] = []
         for i in range(n):
@@ -102,7 +122,11 @@ class ForcedAnswers:
             live.append(i)
         if not live:
             return ForcedResult(tails)
-        arg_b = forward_rows(forward, seq_b, live, n)
+        full: list[list[int]] = [[0] for _ in range(n)]
+        for k, i in enumerate(live):
+            full[i] = seq_b[k]
+        got_all = yield full
+        arg_b = [got_all[i] for i in live]
         for k, i in enumerate(live):
             seq, got = seq_b[k], arg_b[k]
             if not _follows(seq, got) or len(seq_a[i]) + len(seq) + 1 > budget:
@@ -120,21 +144,6 @@ class ForcedAnswers:
             if ok:
                 tails[i] = self.tok.decode(ids, skip_special_tokens=True)
         return ForcedResult(tails)
-
-
-def forward_rows(
-    forward: Callable[[list[list[int]]], list[list[int]]],
-    seqs: list[list[int]],
-    rows: list[int],
-    n: int,
-) -> list[list[int]]:
-    """``forward`` for a subset of the rows; the others get a one-token filler (they are
-    off-grammar already: their cache is cut back before they are decoded)."""
-    full: list[list[int]] = [[0] for _ in range(n)]
-    for k, i in enumerate(rows):
-        full[i] = seqs[k]
-    out = forward(full)
-    return [out[i] for i in rows]
 
 
 def continue_answers(

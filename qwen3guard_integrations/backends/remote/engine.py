@@ -23,6 +23,7 @@ program that calls ``asyncio.run(guard.acheck_prompt(...))`` in a loop keeps its
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import weakref
@@ -37,13 +38,13 @@ from ...core.errors import (
     InvalidInputError,
     Qwen3GuardError,
     SessionClosedError,
-    VerdictParseError,
 )
 from ...core.gen_answer import GenAnswer, verdict_from_answers
+from ...core.labels import Role
 from ...core.messages import Message
-from ...core.parsing import parse_gen_output
 from ...core.verdict import Verdict
 from ..gen.prompt import LEVEL_WORDS, GenPrompt, GenPromptEncoder
+from .answers import Ask, WindowPlan
 from .health import HealthRoutes
 from .http import deadline_left, deadline_scope
 from .protocol import RETRY_STATUSES, LabelTokens, RetryPolicy
@@ -81,6 +82,7 @@ class RemoteGenBackend(HealthRoutes):
         max_concurrency: int = 16,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
+        forced_answers: bool = True,
     ) -> None:
         if max_concurrency < 1:
             raise ConfigurationError("max_concurrency must be at least 1")
@@ -102,6 +104,10 @@ class RemoteGenBackend(HealthRoutes):
             ids=dict(first),
             texts={lv: str(tokenizer.decode([first[lv]])) for lv in LEVEL_WORDS},
         )
+        #: the requests of one window (fast mode: forced-prefix steps of one token each)
+        self.plan = WindowPlan(
+            self.encoder, self.labels, max_new_tokens=max_new_tokens, forced=forced_answers
+        )
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._loop_state: weakref.WeakKeyDictionary[Any, dict[str, Any]] = (
@@ -110,11 +116,18 @@ class RemoteGenBackend(HealthRoutes):
 
     # --- to implement ----------------------------------------------------------------------------
 
-    def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
-        """One request for the prompt ``ids``; ``head`` is the answer text they already hold."""
+    def _send(self, ids: Sequence[int], head: str, max_new_tokens: int | None = None) -> GenAnswer:
+        """One request for the prompt ``ids``; ``head`` is the answer text they already hold;
+        ``max_new_tokens`` None: the backend's own."""
         raise NotImplementedError
 
-    async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
+    async def _asend(
+        self,
+        ids: Sequence[int],
+        head: str,
+        state: dict[str, Any],
+        max_new_tokens: int | None = None,
+    ) -> GenAnswer:
         """Async twin of `_send`."""
         raise NotImplementedError
 
@@ -136,7 +149,7 @@ class RemoteGenBackend(HealthRoutes):
         results: list[GenAnswer | Exception] = []
         if flat:
             pool = self._executor()
-            futures = [pool.submit(self._window, w, fast) for _, w in flat]
+            futures = [pool.submit(self._window, w, _role(prompts, i), fast) for i, w in flat]
             results = [_outcome(f) for f in futures]
         return self._assemble(prompts, flat, results, start)
 
@@ -149,19 +162,21 @@ class RemoteGenBackend(HealthRoutes):
         state = await self._aloop_state()
         sem: asyncio.Semaphore = state["semaphore"]
 
-        async def one(window: Sequence[int]) -> GenAnswer:
+        async def one(window: Sequence[int], role: Role) -> GenAnswer:
             async with sem:  # from here on: the requests, retries and every read in `timeout`
                 try:
                     with deadline_scope(self.timeout):
                         return await asyncio.wait_for(
-                            self._awindow(window, fast, state), self.timeout
+                            self._awindow(window, role, fast, state), self.timeout
                         )
                 except asyncio.TimeoutError as exc:
                     if isinstance(exc, BackendTimeoutError):
                         raise
                     raise self._timed_out() from exc
 
-        gathered = await asyncio.gather(*(one(w) for _, w in flat), return_exceptions=True)
+        gathered = await asyncio.gather(
+            *(one(w, _role(prompts, i)) for i, w in flat), return_exceptions=True
+        )
         results: list[GenAnswer | Exception] = []
         for r in gathered:
             if isinstance(r, BaseException) and not isinstance(r, Exception):
@@ -244,45 +259,36 @@ class RemoteGenBackend(HealthRoutes):
                     out.append(exc)
         return out
 
-    def _head(self, fast: bool) -> str:
-        return self.renderer.head if fast else ""
-
-    def _window(self, window: Sequence[int], fast: bool) -> GenAnswer:
-        """The answer for one window (with the label forced if the first answer was garbage),
-        all of it within ``timeout`` (it runs on a worker: its slot)."""
+    def _window(self, window: Sequence[int], role: Role, fast: bool) -> GenAnswer:
+        """The answer for one window (`WindowPlan`), all of it within ``timeout`` (it runs on
+        a worker: its slot)."""
         with deadline_scope(self.timeout):
-            ids, head = self.renderer.ids(window, fast=fast), self._head(fast)
-            answer = self._with_retries(self._send, ids, head)
-            forced = self._forced(ids, head, answer)
-            if forced is None:
-                return answer
-            return GenAnswer(self._with_retries(self._send, *forced).text, answer.scores)
+            steps = self.plan.steps(window, role, fast=fast)
+            ask = next(steps)
+            while True:
+                reply = self._with_retries(self._send, ask.ids, ask.head, ask.max_new_tokens)
+                try:
+                    ask = steps.send(reply)
+                except StopIteration as done:
+                    answer: GenAnswer = done.value
+                    return answer
 
-    async def _awindow(self, window: Sequence[int], fast: bool, state: dict[str, Any]) -> GenAnswer:
+    async def _awindow(
+        self, window: Sequence[int], role: Role, fast: bool, state: dict[str, Any]
+    ) -> GenAnswer:
         """Async twin of `_window`."""
-        ids, head = self.renderer.ids(window, fast=fast), self._head(fast)
-        answer = await self._awith_retries(lambda: self._asend(ids, head, state))
-        forced = self._forced(ids, head, answer)
-        if forced is None:
-            return answer
-        again = await self._awith_retries(lambda: self._asend(*forced, state))
-        return GenAnswer(again.text, answer.scores)
+        steps = self.plan.steps(window, role, fast=fast)
+        ask = next(steps)
+        while True:
+            reply = await self._awith_retries(functools.partial(self._asend_ask, ask, state))
+            try:
+                ask = steps.send(reply)
+            except StopIteration as done:
+                answer: GenAnswer = done.value
+                return answer
 
-    def _forced(self, ids: list[int], head: str, answer: GenAnswer) -> tuple[list[int], str] | None:
-        """In fast mode, an answer that does not parse but came with level scores is asked again
-        with the level the scores pick written in, as the local fast path reads the level (from
-        the label tokens' probabilities) and decodes only the rest. None: nothing to repair."""
-        if not head or answer.scores is None:
-            return None
-        try:
-            parse_gen_output(answer.text)
-            return None
-        except VerdictParseError:
-            pass
-        scores = answer.scores
-        # a tie never resolves to the less severe level: severity breaks it
-        level = max(scores, key=lambda lv: (scores[lv], lv.severity))
-        return [*ids, self.encoder.level_first_token[level]], head + self.labels.texts[level]
+    def _asend_ask(self, ask: Ask, state: dict[str, Any]) -> Awaitable[GenAnswer]:
+        return self._asend(ask.ids, ask.head, state, ask.max_new_tokens)
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -358,6 +364,12 @@ async def _keep(backend: RemoteGenBackend, loop: Any, state: dict[str, Any]) -> 
         yield None
     finally:
         await backend._release_loop(ref(), state)
+
+
+def _role(prompts: list[GenPrompt | Exception], i: int) -> Role:
+    prompt = prompts[i]
+    assert isinstance(prompt, GenPrompt)
+    return prompt.role
 
 
 def _outcome(future: Any) -> GenAnswer | Exception:

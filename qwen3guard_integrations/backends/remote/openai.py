@@ -68,6 +68,8 @@ class OpenAIGenBackend(RemoteGenBackend):
         super().__init__(tokenizer, model_id=model, endpoint=redact_url(self.base), **kwargs)
         self.model = model
         self.logprobs = logprobs
+        if not logprobs:  # no log-probabilities: no level scores, so no forced steps
+            self.plan.forced = None
         self.prompt_as = prompt_as
         self.headers = check_headers(headers)
         api_key = check_secret(api_key, what="api_key")
@@ -111,12 +113,15 @@ class OpenAIGenBackend(RemoteGenBackend):
             **kwargs,
         )
 
-    def _body(self, ids: Sequence[int]) -> dict[str, Any]:
+    def _body(self, ids: Sequence[int], max_new_tokens: int | None) -> dict[str, Any]:
         prompt: str | list[int] = (
             list(ids) if self.prompt_as == "ids" else self.renderer.text(ids, fast=False)
         )
         return openai_body(
-            prompt, model=self.model, max_tokens=self.max_new_tokens, logprobs=self.logprobs
+            prompt,
+            model=self.model,
+            max_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            logprobs=self.logprobs,
         )
 
     def _answer(self, res: HttpResult, head: str) -> GenAnswer:
@@ -124,16 +129,22 @@ class OpenAIGenBackend(RemoteGenBackend):
         data = res.json(backend=self.name, endpoint=self.endpoint or "")
         return openai_answer(data, head=head, labels=self.labels)
 
-    def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
+    def _send(self, ids: Sequence[int], head: str, max_new_tokens: int | None = None) -> GenAnswer:
         url = route(self.base, "/completions")
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        res = post_json(self._http, url, self._body(ids), **where)
+        res = post_json(self._http, url, self._body(ids, max_new_tokens), **where)
         return self._answer(res, head)
 
-    async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
+    async def _asend(
+        self,
+        ids: Sequence[int],
+        head: str,
+        state: dict[str, Any],
+        max_new_tokens: int | None = None,
+    ) -> GenAnswer:
         url = route(self.base, "/completions")
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        res = await apost_json(state["http"], url, self._body(ids), **where)
+        res = await apost_json(state["http"], url, self._body(ids, max_new_tokens), **where)
         return self._answer(res, head)
 
     def _new_loop_state(self) -> dict[str, Any]:

@@ -75,6 +75,8 @@ class TGIGenBackend(RemoteGenBackend):
         if self.token is None and is_hugging_face_host(self.url):
             self.token = _stored_hf_token()
         self.top_n_tokens = top_n_tokens
+        if not top_n_tokens:  # no log-probabilities: no level scores, so no forced steps
+            self.plan.forced = None
         body = tgi_body("", max_new_tokens=self.max_new_tokens, top_n_tokens=top_n_tokens)
         #: the /generate parameters, the same for every request
         self._params = {k: v for k, v in body["parameters"].items() if v is not None}
@@ -124,24 +126,33 @@ class TGIGenBackend(RemoteGenBackend):
 
     # --- one request -------------------------------------------------------------------------
 
-    def _body(self, ids: Sequence[int]) -> dict[str, Any]:
-        return {"inputs": self.renderer.text(ids, fast=False), "parameters": self._params}
+    def _body(self, ids: Sequence[int], max_new_tokens: int | None) -> dict[str, Any]:
+        params = self._params
+        if max_new_tokens is not None:
+            params = {**params, "max_new_tokens": max_new_tokens}
+        return {"inputs": self.renderer.text(ids, fast=False), "parameters": params}
 
     def _answer(self, res: HttpResult, head: str) -> GenAnswer:
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
         raise_for_status(res, **where)
         return tgi_answer(res.json(**where), head=head, labels=self.labels)
 
-    def _send(self, ids: Sequence[int], head: str) -> GenAnswer:
+    def _send(self, ids: Sequence[int], head: str, max_new_tokens: int | None = None) -> GenAnswer:
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        res = post_json(self._http, route(self.url, "/generate"), self._body(ids), **where)
+        body = self._body(ids, max_new_tokens)
+        res = post_json(self._http, route(self.url, "/generate"), body, **where)
         return self._answer(res, head)
 
-    async def _asend(self, ids: Sequence[int], head: str, state: dict[str, Any]) -> GenAnswer:
+    async def _asend(
+        self,
+        ids: Sequence[int],
+        head: str,
+        state: dict[str, Any],
+        max_new_tokens: int | None = None,
+    ) -> GenAnswer:
         where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        res = await apost_json(
-            state["http"], route(self.url, "/generate"), self._body(ids), **where
-        )
+        body = self._body(ids, max_new_tokens)
+        res = await apost_json(state["http"], route(self.url, "/generate"), body, **where)
         return self._answer(res, head)
 
     def _new_loop_state(self) -> dict[str, Any]:
