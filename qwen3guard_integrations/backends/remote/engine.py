@@ -114,20 +114,19 @@ class RemoteGenBackend(HealthRoutes):
             weakref.WeakKeyDictionary()
         )
 
+    @property
+    def _where(self) -> dict[str, str]:
+        """Who answered, for error texts: the backend's name and its redacted endpoint."""
+        return {"backend": self.name, "endpoint": self.endpoint or ""}
+
     # --- to implement ----------------------------------------------------------------------------
 
-    def _send(self, ids: Sequence[int], head: str, max_new_tokens: int | None = None) -> GenAnswer:
-        """One request for the prompt ``ids``; ``head`` is the answer text they already hold;
-        ``max_new_tokens`` None: the backend's own."""
+    def _send(self, ask: Ask) -> GenAnswer:
+        """One request: ``ask.ids`` as the prompt (``ask.head``: the answer text they already
+        hold; ``ask.max_new_tokens`` None: the backend's own)."""
         raise NotImplementedError
 
-    async def _asend(
-        self,
-        ids: Sequence[int],
-        head: str,
-        state: dict[str, Any],
-        max_new_tokens: int | None = None,
-    ) -> GenAnswer:
+    async def _asend(self, ask: Ask, state: dict[str, Any]) -> GenAnswer:
         """Async twin of `_send`."""
         raise NotImplementedError
 
@@ -266,7 +265,7 @@ class RemoteGenBackend(HealthRoutes):
             steps = self.plan.steps(window, role, fast=fast)
             ask = next(steps)
             while True:
-                reply = self._with_retries(self._send, ask.ids, ask.head, ask.max_new_tokens)
+                reply = self._with_retries(self._send, ask)
                 try:
                     ask = steps.send(reply)
                 except StopIteration as done:
@@ -280,15 +279,12 @@ class RemoteGenBackend(HealthRoutes):
         steps = self.plan.steps(window, role, fast=fast)
         ask = next(steps)
         while True:
-            reply = await self._awith_retries(functools.partial(self._asend_ask, ask, state))
+            reply = await self._awith_retries(functools.partial(self._asend, ask, state))
             try:
                 ask = steps.send(reply)
             except StopIteration as done:
                 answer: GenAnswer = done.value
                 return answer
-
-    def _asend_ask(self, ask: Ask, state: dict[str, Any]) -> Awaitable[GenAnswer]:
-        return self._asend(ask.ids, ask.head, state, ask.max_new_tokens)
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._pool_lock:

@@ -9,13 +9,13 @@ Redirects are never followed; the URL is shown only redacted (`redact_url`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from ...core.deps import require
 from ...core.errors import BackendError, ConfigurationError
 from ...core.gen_answer import GenAnswer
+from .answers import Ask
 from .engine import RemoteGenBackend
 from .http import HttpResult, apost_json, deadline_scope, get, post_json, raise_for_status
 from .protocol import RetryPolicy, openai_answer, openai_body
@@ -113,39 +113,26 @@ class OpenAIGenBackend(RemoteGenBackend):
             **kwargs,
         )
 
-    def _body(self, ids: Sequence[int], max_new_tokens: int | None) -> dict[str, Any]:
+    def _body(self, ask: Ask) -> dict[str, Any]:
+        ids = ask.ids
         prompt: str | list[int] = (
             list(ids) if self.prompt_as == "ids" else self.renderer.text(ids, fast=False)
         )
-        return openai_body(
-            prompt,
-            model=self.model,
-            max_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
-            logprobs=self.logprobs,
-        )
+        n = self.max_new_tokens if ask.max_new_tokens is None else ask.max_new_tokens
+        return openai_body(prompt, model=self.model, max_tokens=n, logprobs=self.logprobs)
 
     def _answer(self, res: HttpResult, head: str) -> GenAnswer:
-        raise_for_status(res, backend=self.name, endpoint=self.endpoint or "")
-        data = res.json(backend=self.name, endpoint=self.endpoint or "")
-        return openai_answer(data, head=head, labels=self.labels)
+        raise_for_status(res, **self._where)
+        return openai_answer(res.json(**self._where), head=head, labels=self.labels)
 
-    def _send(self, ids: Sequence[int], head: str, max_new_tokens: int | None = None) -> GenAnswer:
+    def _send(self, ask: Ask) -> GenAnswer:
         url = route(self.base, "/completions")
-        where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        res = post_json(self._http, url, self._body(ids, max_new_tokens), **where)
-        return self._answer(res, head)
+        return self._answer(post_json(self._http, url, self._body(ask), **self._where), ask.head)
 
-    async def _asend(
-        self,
-        ids: Sequence[int],
-        head: str,
-        state: dict[str, Any],
-        max_new_tokens: int | None = None,
-    ) -> GenAnswer:
+    async def _asend(self, ask: Ask, state: dict[str, Any]) -> GenAnswer:
         url = route(self.base, "/completions")
-        where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        res = await apost_json(state["http"], url, self._body(ids, max_new_tokens), **where)
-        return self._answer(res, head)
+        res = await apost_json(state["http"], url, self._body(ask), **self._where)
+        return self._answer(res, ask.head)
 
     def _new_loop_state(self) -> dict[str, Any]:
         client = self.httpx.AsyncClient(

@@ -15,12 +15,12 @@ server) changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from ...core.deps import require
 from ...core.errors import BackendError, BackendProtocolError
 from ...core.gen_answer import GenAnswer
+from .answers import Ask
 from .engine import RemoteGenBackend
 from .http import HttpResult, apost_json, deadline_scope, get, post_json, raise_for_status
 from .protocol import RetryPolicy, tgi_answer, tgi_body
@@ -126,34 +126,24 @@ class TGIGenBackend(RemoteGenBackend):
 
     # --- one request -------------------------------------------------------------------------
 
-    def _body(self, ids: Sequence[int], max_new_tokens: int | None) -> dict[str, Any]:
+    def _body(self, ask: Ask) -> dict[str, Any]:
         params = self._params
-        if max_new_tokens is not None:
-            params = {**params, "max_new_tokens": max_new_tokens}
-        return {"inputs": self.renderer.text(ids, fast=False), "parameters": params}
+        if ask.max_new_tokens is not None:
+            params = {**params, "max_new_tokens": ask.max_new_tokens}
+        return {"inputs": self.renderer.text(ask.ids, fast=False), "parameters": params}
 
     def _answer(self, res: HttpResult, head: str) -> GenAnswer:
-        where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        raise_for_status(res, **where)
-        return tgi_answer(res.json(**where), head=head, labels=self.labels)
+        raise_for_status(res, **self._where)
+        return tgi_answer(res.json(**self._where), head=head, labels=self.labels)
 
-    def _send(self, ids: Sequence[int], head: str, max_new_tokens: int | None = None) -> GenAnswer:
-        where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        body = self._body(ids, max_new_tokens)
-        res = post_json(self._http, route(self.url, "/generate"), body, **where)
-        return self._answer(res, head)
+    def _send(self, ask: Ask) -> GenAnswer:
+        res = post_json(self._http, route(self.url, "/generate"), self._body(ask), **self._where)
+        return self._answer(res, ask.head)
 
-    async def _asend(
-        self,
-        ids: Sequence[int],
-        head: str,
-        state: dict[str, Any],
-        max_new_tokens: int | None = None,
-    ) -> GenAnswer:
-        where = {"backend": self.name, "endpoint": self.endpoint or ""}
-        body = self._body(ids, max_new_tokens)
-        res = await apost_json(state["http"], route(self.url, "/generate"), body, **where)
-        return self._answer(res, head)
+    async def _asend(self, ask: Ask, state: dict[str, Any]) -> GenAnswer:
+        url = route(self.url, "/generate")
+        res = await apost_json(state["http"], url, self._body(ask), **self._where)
+        return self._answer(res, ask.head)
 
     def _new_loop_state(self) -> dict[str, Any]:
         http = self.httpx.AsyncClient(
