@@ -182,30 +182,33 @@ class Qwen3GuardMiddleware(MiddlewareChecks, AgentMiddleware[AgentState[Any], An
             (stage, v, self.guard.blocks(v), config) for (stage, _, _), v in zip(plan, verdicts)
         ]
 
+    @staticmethod
+    def _planned(
+        state: AgentState[Any], plan: Callable[[Sequence[BaseMessage]], Plan]
+    ) -> tuple[list[BaseMessage], Plan]:
+        messages = list(state["messages"])
+        return messages, plan(messages)
+
     # --- hooks --------------------------------------------------------------------------------
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Check new tool results and the user's new input before the model is called."""
-        messages = list(state["messages"])
-        return self._run(messages, self._input_plan(messages))
+        return self._run(*self._planned(state, self._input_plan))
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Async twin of `before_model`."""
-        messages = list(state["messages"])
-        return await self._arun(messages, self._input_plan(messages))
+        return await self._arun(*self._planned(state, self._input_plan))
 
     @hook_config(can_jump_to=["end"])
     def after_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Check the model's answer and its tool calls before any tool runs."""
-        messages = list(state["messages"])
-        return self._run(messages, self._output_plan(messages))
+        return self._run(*self._planned(state, self._output_plan))
 
     @hook_config(can_jump_to=["end"])
     async def aafter_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Async twin of `after_model`."""
-        messages = list(state["messages"])
-        return await self._arun(messages, self._output_plan(messages))
+        return await self._arun(*self._planned(state, self._output_plan))
 
     @staticmethod
     def _at_end(update: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -215,13 +218,11 @@ class Qwen3GuardMiddleware(MiddlewareChecks, AgentMiddleware[AgentState[Any], An
 
     def after_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Check the tool results a run ends on (``return_direct`` tools): the user reads them."""
-        messages = list(state["messages"])
-        return self._at_end(self._run(messages, self._direct_plan(messages)))
+        return self._at_end(self._run(*self._planned(state, self._direct_plan)))
 
     async def aafter_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Async twin of `after_agent`."""
-        messages = list(state["messages"])
-        return self._at_end(await self._arun(messages, self._direct_plan(messages)))
+        return self._at_end(await self._arun(*self._planned(state, self._direct_plan)))
 
     def _guarded(self, model: Any) -> GuardedChatModel:
         """The request's model behind `guard_model` (``"before"``: the prompt was checked)."""
