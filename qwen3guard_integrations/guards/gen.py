@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..backends.base import BackendHealth, GenBackend
 from ..core.errors import BackendError, InvalidInputError, Qwen3GuardError, SessionClosedError
@@ -25,10 +24,7 @@ from ..core.messages import (
 from ..core.policy import Policy
 from ..core.verdict import Verdict
 from .batcher import MicroBatcher
-from .options import GuardOptions
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
+from .gen_factories import GenFactories
 
 __all__ = ["CheckItem", "Qwen3Guard"]
 
@@ -38,7 +34,7 @@ __all__ = ["CheckItem", "Qwen3Guard"]
 CheckItem = MessagesInput | tuple[MessagesInput, MessagesInput]
 
 
-class Qwen3Guard:
+class Qwen3Guard(GenFactories):
     """Checks prompts and responses with a Qwen3Guard-Gen model and applies a `Policy`.
 
     Build one with `from_pretrained` (local ``transformers``), `from_tgi` (a TGI
@@ -88,160 +84,6 @@ class Qwen3Guard:
             self._run_batch, max_batch=max_batch, max_wait_ms=max_wait_ms
         )
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id_or_path: str,
-        *,
-        device: Any = None,
-        dtype: Any = None,
-        max_new_tokens: int = 64,
-        max_input_tokens: int | None = None,
-        window_overlap: int = 64,
-        batch_size: int = 8,
-        revision: str | None = None,
-        local_files_only: bool | None = None,
-        **options: Unpack[GuardOptions],
-    ) -> Qwen3Guard:
-        """Load a Qwen3Guard-Gen checkpoint with ``transformers`` (a Hub id or a local folder).
-
-        ``device`` defaults to cuda when available, else cpu; ``dtype`` to bf16 on GPU and fp32
-        on CPU. ``fast=True`` reads the level from one forward pass and decodes categories and
-        refusal only when needed; ``fast=False`` decodes the whole answer greedily. Input longer
-        than ``max_input_tokens`` (default: the model's context less the answer budget) is checked
-        in windows overlapping by ``window_overlap`` tokens, and the worst verdict wins.
-        """
-        from ..backends.gen.local import TransformersGenBackend
-
-        backend = TransformersGenBackend.from_pretrained(
-            str(model_id_or_path),
-            device=device,
-            dtype=dtype,
-            revision=revision,
-            local_files_only=local_files_only,
-            max_new_tokens=max_new_tokens,
-            max_input_tokens=max_input_tokens,
-            window_overlap=window_overlap,
-            batch_size=batch_size,
-        )
-        return cls(backend, **options)
-
-    @classmethod
-    def from_tgi(
-        cls,
-        url: str,
-        *,
-        tokenizer: Any,
-        headers: dict[str, str] | None = None,
-        token: str | None = None,
-        timeout: float = 30.0,
-        max_concurrency: int = 16,
-        max_retries: int = 3,
-        max_new_tokens: int = 64,
-        max_input_tokens: int | None = None,
-        window_overlap: int = 64,
-        top_n_tokens: int = 5,
-        revision: str | None = None,
-        local_files_only: bool | None = None,
-        **options: Unpack[GuardOptions],
-    ) -> Qwen3Guard:
-        """Check through a Text Generation Inference server at ``url`` (``/generate``).
-
-        ``tokenizer`` is the served model's tokenizer: a Hub id or local folder (only tokenizer
-        files are read) or a loaded tokenizer. The prompt is rendered on the client and decoded
-        greedily on the server; level scores come from ``top_n_tokens``. Concurrent requests are
-        bounded by ``max_concurrency`` and by the server's ``max_client_batch_size``; the input
-        limit is read from ``/info`` unless ``max_input_tokens`` is given. 429 / 503 answers are
-        retried ``max_retries`` times with backoff (``Retry-After`` honoured).
-        """
-        from ..backends.remote.tgi import TGIGenBackend
-
-        backend = TGIGenBackend.connect(
-            url,
-            _tokenizer(tokenizer, revision, local_files_only),
-            headers=headers,
-            token=token,
-            timeout=timeout,
-            max_concurrency=max_concurrency,
-            max_retries=max_retries,
-            max_new_tokens=max_new_tokens,
-            max_input_tokens=max_input_tokens,
-            window_overlap=window_overlap,
-            top_n_tokens=top_n_tokens,
-        )
-        return cls(backend, **options)
-
-    @classmethod
-    def from_openai(
-        cls,
-        base_url: str,
-        *,
-        model: str,
-        tokenizer: Any = None,
-        api_key: str | None = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = 30.0,
-        max_concurrency: int = 16,
-        max_retries: int = 3,
-        max_new_tokens: int = 64,
-        max_input_tokens: int | None = None,
-        window_overlap: int = 64,
-        logprobs: int = 5,
-        prompt_as: str = "ids",
-        revision: str | None = None,
-        local_files_only: bool | None = None,
-        **options: Unpack[GuardOptions],
-    ) -> Qwen3Guard:
-        """Check through an OpenAI-compatible server (vLLM, SGLang) serving ``model``.
-
-        Uses the raw ``/v1/completions`` route with the prompt rendered on the client and sent as
-        token ids (``prompt_as="ids"``, exact) or as server-safe text (``"text"``), greedy
-        (``temperature: 0``), with ``logprobs`` for the level scores. ``tokenizer`` defaults to
-        ``model`` (a Hub id). The input limit is read from ``/v1/models`` (vLLM's
-        ``max_model_len``) unless ``max_input_tokens`` is given.
-        """
-        from ..backends.remote.openai import OpenAIGenBackend
-
-        backend = OpenAIGenBackend.connect(
-            base_url,
-            _tokenizer(tokenizer if tokenizer is not None else model, revision, local_files_only),
-            model=model,
-            api_key=api_key,
-            headers=headers,
-            timeout=timeout,
-            max_concurrency=max_concurrency,
-            max_retries=max_retries,
-            max_new_tokens=max_new_tokens,
-            max_input_tokens=max_input_tokens,
-            window_overlap=window_overlap,
-            logprobs=logprobs,
-            prompt_as=prompt_as,
-        )
-        return cls(backend, **options)
-
-    @classmethod
-    def from_server(
-        cls,
-        url: str,
-        *,
-        token: str | None = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = 30.0,
-        policy: Policy | None = None,
-        fast: bool = True,
-        normalize: UnicodeNormalization = "none",
-    ) -> Qwen3Guard:
-        """Check through a guard server (``qwen3guard serve``) at ``url``.
-
-        The server runs the Gen model and returns `Verdict.to_dict` JSON; this guard's
-        ``policy`` decides what blocks and what a failure means, as with any backend.
-        ``token`` is the server's bearer token.
-        """
-        from ..backends.remote.guard_server import GuardServerGenBackend
-
-        backend = GuardServerGenBackend.connect(url, token=token, headers=headers, timeout=timeout)
-        return cls(backend, policy=policy, fast=fast, normalize=normalize)
-
     # --- input forms ---------------------------------------------------------------------------
 
     def _conversation(self, item: CheckItem) -> tuple[Message, ...]:
@@ -257,8 +99,70 @@ class Qwen3Guard:
     def _run_batch(self, conversations: list[tuple[Message, ...]]) -> list[Verdict | Exception]:
         return self.backend.check_batch(conversations, fast=self.fast)
 
+    def _check_open(self) -> None:
+        # a closed guard is a programming error, not a backend failure: never "degraded"
+        if self._closed:
+            raise SessionClosedError("this guard is closed; create a new one")
+
+    def _items(self, items: Sequence[CheckItem], name: str) -> list[tuple[Message, ...]]:
+        """The conversations of a batch; bad input in any item raises before anything runs."""
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            raise InvalidInputError(f"{name} takes a list of items")
+        self._check_open()
+        return [self._conversation(item) for item in items]
+
+    def _normalized(self, convos: list[tuple[Message, ...]]) -> list[tuple[Message, ...]]:
+        return [normalize_conversation(c, self.normalize) for c in convos]
+
+    # a check is: plan (`_prepare`), one I/O call (`_call_one` / `_acall_one`, or the backend's
+    # batch call), apply (`_settle`); the sync and async paths differ only in the call
+    def _prepare(self, convo: tuple[Message, ...]) -> tuple[tuple[Message, ...], Role, float]:
+        self._check_open()
+        convo = normalize_conversation(convo, self.normalize)
+        started = time.perf_counter()
+        return convo, moderation_role(convo), started
+
+    def _call_one(self, convo: tuple[Message, ...]) -> Verdict | BaseException:
+        """The I/O call of one sync check: the micro-batcher, or the backend itself."""
+        if self._coalesce:
+            result: Verdict | BaseException = self._batcher.call(convo)
+        else:
+            result = self.backend.check_batch([convo], fast=self.fast)[0]
+        return result
+
+    async def _acall_one(self, convo: tuple[Message, ...]) -> Verdict | BaseException:
+        """Async twin of `_call_one`."""
+        if self._coalesce:
+            return await self._batcher.asubmit(convo)
+        return (await self.backend.acheck_batch([convo], fast=self.fast))[0]
+
+    def _check_one(self, convo: tuple[Message, ...]) -> Verdict:
+        convo, role, started = self._prepare(convo)
+        try:
+            result = self._call_one(convo)
+        except Exception as exc:  # (a cancelled async check is no Exception: it propagates)
+            result = exc
+        return self._settle(result, role, started)
+
+    async def _acheck_one(self, convo: tuple[Message, ...]) -> Verdict:
+        convo, role, started = self._prepare(convo)
+        try:
+            result = await self._acall_one(convo)
+        except Exception as exc:
+            result = exc
+        return self._settle(result, role, started)
+
+    def _settle_all(
+        self,
+        results: Sequence[Verdict | BaseException],
+        convos: list[tuple[Message, ...]],
+        started: float,
+    ) -> list[Verdict]:
+        return [self._settle(r, moderation_role(c), started) for r, c in zip(results, convos)]
+
     def _settle(self, result: Verdict | BaseException, role: Role, started: float) -> Verdict:
         """A verdict, or the policy's answer to a failure (raise, or a degraded verdict)."""
+        result = self._closed_during(result)
         if isinstance(result, Verdict):
             return result
         if isinstance(result, (InvalidInputError, SessionClosedError)):  # never "degraded"
@@ -280,11 +184,6 @@ class Qwen3Guard:
             backend=self.backend.name,
         ) from result
 
-    def _check_open(self) -> None:
-        # a closed guard is a programming error, not a backend failure: never "degraded"
-        if self._closed:
-            raise SessionClosedError("this guard is closed; create a new one")
-
     def _closed_during(self, result: Verdict | BaseException) -> Verdict | BaseException:
         """A check that failed while the guard was being closed failed because of the close:
         it raises `SessionClosedError`, never a fail-open "degraded" Safe."""
@@ -295,36 +194,6 @@ class Qwen3Guard:
             closed.__cause__ = result
             return closed
         return result
-
-    def _check_one(self, convo: tuple[Message, ...]) -> Verdict:
-        self._check_open()
-        convo = normalize_conversation(convo, self.normalize)
-        started = time.perf_counter()
-        role = moderation_role(convo)
-        try:
-            if self._coalesce:
-                result: Verdict | BaseException = self._batcher.call(convo)
-            else:
-                result = self.backend.check_batch([convo], fast=self.fast)[0]
-        except Exception as exc:
-            result = exc
-        return self._settle(self._closed_during(result), role, started)
-
-    async def _acheck_one(self, convo: tuple[Message, ...]) -> Verdict:
-        self._check_open()
-        convo = normalize_conversation(convo, self.normalize)
-        started = time.perf_counter()
-        role = moderation_role(convo)
-        try:
-            if self._coalesce:
-                result: Verdict | BaseException = await self._batcher.asubmit(convo)
-            else:
-                result = (await self.backend.acheck_batch([convo], fast=self.fast))[0]
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            result = exc
-        return self._settle(self._closed_during(result), role, started)
 
     # --- public API ----------------------------------------------------------------------------
 
@@ -349,23 +218,15 @@ class Qwen3Guard:
 
         Bad input in any item raises `InvalidInputError` before anything runs.
         """
-        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-            raise InvalidInputError("check_batch takes a list of items")
-        self._check_open()
-        convos = [
-            normalize_conversation(self._conversation(item), self.normalize) for item in items
-        ]
+        convos = self._normalized(self._items(items, "check_batch"))
         started = time.perf_counter()
         try:
-            results: list[Verdict | Exception] = list(
+            results: list[Verdict | BaseException] = list(
                 self.backend.check_batch(convos, fast=self.fast)
             )
         except Exception as exc:
             results = [exc] * len(convos)
-        return [
-            self._settle(self._closed_during(r), moderation_role(c), started)
-            for r, c in zip(results, convos)
-        ]
+        return self._settle_all(results, convos, started)
 
     async def acheck(self, messages: MessagesInput) -> Verdict:
         """Async twin of `check`."""
@@ -385,24 +246,18 @@ class Qwen3Guard:
 
     async def acheck_batch(self, items: Sequence[CheckItem]) -> list[Verdict]:
         """Async twin of `check_batch`; runs off the event loop, through the micro-batcher."""
-        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-            raise InvalidInputError("acheck_batch takes a list of items")
-        self._check_open()
-        convos = [self._conversation(item) for item in items]
+        convos = self._items(items, "acheck_batch")
         if self._coalesce:  # (each item is normalised in _acheck_one)
             return list(await asyncio.gather(*(self._acheck_one(c) for c in convos)))
-        convos = [normalize_conversation(c, self.normalize) for c in convos]
+        convos = self._normalized(convos)
         started = time.perf_counter()
         try:
-            results = list(await self.backend.acheck_batch(convos, fast=self.fast))
-        except asyncio.CancelledError:
-            raise
+            results: list[Verdict | BaseException] = list(
+                await self.backend.acheck_batch(convos, fast=self.fast)
+            )
         except Exception as exc:
             results = [exc] * len(convos)
-        return [
-            self._settle(self._closed_during(r), moderation_role(c), started)
-            for r, c in zip(results, convos)
-        ]
+        return self._settle_all(results, convos, started)
 
     def enforce(self, verdict: Verdict) -> Verdict:
         """Return ``verdict`` if the policy allows it; raise `UnsafeContentError` if not."""
@@ -467,21 +322,3 @@ class Qwen3Guard:
 
     def __repr__(self) -> str:
         return f"Qwen3Guard(model={self.backend.model_id!r}, backend={self.backend.name!r}, fast={self.fast})"
-
-
-def _tokenizer(source: Any, revision: str | None, local_files_only: bool | None) -> Any:
-    """A loaded tokenizer as is; a Hub id or folder loaded with ``AutoTokenizer``."""
-    if not isinstance(source, (str, os.PathLike)):
-        if source is None or not callable(getattr(source, "apply_chat_template", None)):
-            raise InvalidInputError(
-                "tokenizer must be a Hub id, a local folder, or a loaded Hugging Face tokenizer"
-            )
-        return source
-    from ..backends.loading import load_or_explain
-    from ..core.deps import require
-
-    transformers = require("transformers", "tgi")
-    opts: dict[str, Any] = {"revision": revision}
-    if local_files_only is not None:
-        opts["local_files_only"] = local_files_only
-    return load_or_explain(transformers.AutoTokenizer, str(source), "tokenizer of", **opts)

@@ -37,14 +37,7 @@ flagged text (``metadata_text=True`` keeps it); the events carry the whole verdi
 
 from __future__ import annotations
 
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Awaitable,
-    Generator,
-    Iterator,
-    Sequence,
-)
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from contextlib import aclosing, closing
 from typing import Any
 
@@ -55,24 +48,32 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessageChunk, BaseMessage, message_chunk_to_message
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
-from langchain_core.runnables.base import RunnableBindingBase
 from pydantic import ConfigDict
 
-from ..core.actions import DEFAULT_REFUSAL, BlockAction, check_action, check_refusal
-from ..core.errors import ConfigurationError
+from ..core.actions import DEFAULT_REFUSAL, BlockAction
 from ..core.verdict import Verdict
 from ..guards.gen import Qwen3Guard
 from ..guards.stream import Qwen3StreamGuard
 from .chat_flow import Flow
 from .chat_parts import NOSTREAM_TAG, keeps_inner_events
-from .prompt_check import PROMPT_CHECKS
+from .chat_run import (
+    RunStart,
+    bind_inner_tools,
+    chat_result,
+    check_options,
+    child_manager,
+    generation_chunk,
+    llm_result,
+    name_of,
+    one,
+    partial_result,
+    token_of,
+)
 
 __all__ = ["GuardedChatModel", "guard_model"]
-
-_ACTIONS = (BlockAction.RAISE, BlockAction.REFUSE)
 
 
 def guard_model(
@@ -142,7 +143,7 @@ class GuardedChatModel(BaseChatModel):
     prompt_check: str = "before"
 
     def __init__(self, **data: Any) -> None:
-        _check_options(data)
+        check_options(data)
         super().__init__(**data)
 
     @property
@@ -151,12 +152,12 @@ class GuardedChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"inner": _name_of(self.model), "on_block": self.on_block.value}
+        return {"inner": name_of(self.model), "on_block": self.on_block.value}
 
     # --- delegation: the guarded model stays the release point ---------------------------------
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> GuardedChatModel:
         """The inner model's ``bind_tools``, guarded the same way."""
-        return self.model_copy(update={"model": _bind_tools(self.model, tools, kwargs)})
+        return self.model_copy(update={"model": bind_inner_tools(self.model, tools, kwargs)})
 
     def blocks(self, verdict: Verdict) -> bool:
         """Whether the guards' policy blocks ``verdict``."""
@@ -168,7 +169,7 @@ class GuardedChatModel(BaseChatModel):
     def _inner_config(
         self, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun
     ) -> RunnableConfig:
-        child = _child(run_manager)
+        child = child_manager(run_manager)
         keep = keeps_inner_events if self.trace_inner else (lambda h: False)
         child.handlers = [h for h in child.handlers if keep(h)]
         child.inheritable_handlers = [h for h in child.inheritable_handlers if keep(h)]
@@ -176,7 +177,7 @@ class GuardedChatModel(BaseChatModel):
         return {"callbacks": child}
 
     def _flow(self, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun) -> Flow:
-        return Flow(self, events={"callbacks": _child(run_manager)})
+        return Flow(self, events={"callbacks": child_manager(run_manager)})
 
     # --- invoke / batch (BaseChatModel calls these with the run manager) -----------------------
     def _generate(
@@ -189,9 +190,9 @@ class GuardedChatModel(BaseChatModel):
         assert run_manager is not None
         chunks: list[AIMessageChunk] = []
         for chunk in self._guarded(messages, run_manager, stop, kwargs):
-            run_manager.on_llm_new_token(_token(chunk), chunk=ChatGenerationChunk(message=chunk))
+            run_manager.on_llm_new_token(token_of(chunk), chunk=generation_chunk(chunk))
             chunks.append(chunk)
-        return _result(chunks)
+        return chat_result(chunks)
 
     async def _agenerate(
         self,
@@ -203,13 +204,41 @@ class GuardedChatModel(BaseChatModel):
         assert run_manager is not None
         chunks: list[AIMessageChunk] = []
         async for chunk in self._aguarded(messages, run_manager, stop, kwargs):
-            await run_manager.on_llm_new_token(
-                _token(chunk), chunk=ChatGenerationChunk(message=chunk)
-            )
+            await run_manager.on_llm_new_token(token_of(chunk), chunk=generation_chunk(chunk))
             chunks.append(chunk)
-        return _result(chunks)
+        return chat_result(chunks)
 
     # --- stream (the run is opened here: BaseChatModel does not hand ``_stream`` its manager) -
+    def _run_start(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None,
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+    ) -> RunStart:
+        """The plan of a streamed run: its messages and how its callback run opens."""
+        config = ensure_config(config)
+        kwargs.pop("ls_structured_output_format", None)
+        return RunStart(
+            messages=self._convert_input(input).to_messages(),
+            configure=(
+                config.get("callbacks"),
+                self.callbacks,
+                self.verbose,
+                config.get("tags"),
+                self.tags,
+                config.get("metadata"),
+                self.metadata,
+            ),
+            start={
+                "invocation_params": self._get_invocation_params(stop=stop, **kwargs),
+                "options": {"stop": stop},
+                "name": config.get("run_name"),
+                "run_id": config.pop("run_id", None),
+                "batch_size": 1,
+            },
+        )
+
     def stream(
         self,
         input: LanguageModelInput,
@@ -219,40 +248,20 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         """Stream the answer as the guards release it."""
-        config = ensure_config(config)
-        messages = self._convert_input(input).to_messages()
-        kwargs.pop("ls_structured_output_format", None)
-        manager = CallbackManager.configure(
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            config.get("metadata"),
-            self.metadata,
-        )
-        (run_manager,) = manager.on_chat_model_start(
-            self._serialized,
-            [messages],
-            invocation_params=self._get_invocation_params(stop=stop, **kwargs),
-            options={"stop": stop},
-            name=config.get("run_name"),
-            run_id=config.pop("run_id", None),
-            batch_size=1,
-        )
+        run = self._run_start(input, config, stop, kwargs)
+        manager = CallbackManager.configure(*run.configure)
+        (run_manager,) = manager.on_chat_model_start(self._serialized, [run.messages], **run.start)
         chunks: list[AIMessageChunk] = []
         try:
-            with closing(self._guarded(messages, run_manager, stop, kwargs)) as guarded:
+            with closing(self._guarded(run.messages, run_manager, stop, kwargs)) as guarded:
                 for chunk in guarded:
-                    run_manager.on_llm_new_token(
-                        _token(chunk), chunk=ChatGenerationChunk(message=chunk)
-                    )
+                    run_manager.on_llm_new_token(token_of(chunk), chunk=generation_chunk(chunk))
                     chunks.append(chunk)
                     yield chunk
         except BaseException as exc:
-            run_manager.on_llm_error(exc, response=_partial(chunks))
+            run_manager.on_llm_error(exc, response=partial_result(chunks))
             raise
-        run_manager.on_llm_end(_llm_result(chunks))
+        run_manager.on_llm_end(llm_result(chunks))
 
     async def astream(
         self,
@@ -263,40 +272,24 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         """Async twin of `stream`."""
-        config = ensure_config(config)
-        messages = self._convert_input(input).to_messages()
-        kwargs.pop("ls_structured_output_format", None)
-        manager = AsyncCallbackManager.configure(
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            config.get("metadata"),
-            self.metadata,
-        )
+        run = self._run_start(input, config, stop, kwargs)
+        manager = AsyncCallbackManager.configure(*run.configure)
         (run_manager,) = await manager.on_chat_model_start(
-            self._serialized,
-            [messages],
-            invocation_params=self._get_invocation_params(stop=stop, **kwargs),
-            options={"stop": stop},
-            name=config.get("run_name"),
-            run_id=config.pop("run_id", None),
-            batch_size=1,
+            self._serialized, [run.messages], **run.start
         )
         chunks: list[AIMessageChunk] = []
         try:
-            async with aclosing(self._aguarded(messages, run_manager, stop, kwargs)) as guarded:
+            async with aclosing(self._aguarded(run.messages, run_manager, stop, kwargs)) as guarded:
                 async for chunk in guarded:
                     await run_manager.on_llm_new_token(
-                        _token(chunk), chunk=ChatGenerationChunk(message=chunk)
+                        token_of(chunk), chunk=generation_chunk(chunk)
                     )
                     chunks.append(chunk)
                     yield chunk
         except BaseException as exc:
-            await run_manager.on_llm_error(exc, response=_partial(chunks))
+            await run_manager.on_llm_error(exc, response=partial_result(chunks))
             raise
-        await run_manager.on_llm_end(_llm_result(chunks))
+        await run_manager.on_llm_end(llm_result(chunks))
 
     # --- the guarded call ----------------------------------------------------------------------
     def _guarded(
@@ -329,108 +322,7 @@ class GuardedChatModel(BaseChatModel):
         def inner() -> AsyncIterator[Any]:
             config = self._inner_config(run_manager)
             if self.stream_guard is None and self.check_response:
-                return _one(self.model.ainvoke(messages, config, stop=stop, **kwargs))
+                return one(self.model.ainvoke(messages, config, stop=stop, **kwargs))
             return self.model.astream(messages, config, stop=stop, **kwargs)  # type: ignore[no-any-return]
 
         return flow.arun(messages, inner)
-
-
-def _check_options(data: dict[str, Any]) -> None:
-    """Constructor checks: a wrong object fails here, with what to pass instead."""
-    model = data.get("model")
-    if not isinstance(model, Runnable):
-        raise ConfigurationError(
-            f"guard_model needs a chat model (a LangChain Runnable), got {type(model).__name__}"
-        )
-    guard, sguard = data.get("guard"), data.get("stream_guard")
-    if guard is None and sguard is None:
-        raise ConfigurationError("guard_model needs a guard, a stream_guard or both")
-    if guard is not None and not isinstance(guard, Qwen3Guard):
-        raise ConfigurationError(
-            f"guard must be a Qwen3Guard (Gen), got {type(guard).__name__}"
-            + (
-                ": pass a Qwen3StreamGuard as stream_guard"
-                if isinstance(guard, Qwen3StreamGuard)
-                else ""
-            )
-        )
-    if sguard is not None and not isinstance(sguard, Qwen3StreamGuard):
-        raise ConfigurationError(
-            f"stream_guard must be a Qwen3StreamGuard, got {type(sguard).__name__}"
-            + (": pass a Qwen3Guard as guard" if isinstance(sguard, Qwen3Guard) else "")
-        )
-    data["on_block"] = check_action(data.get("on_block", BlockAction.RAISE), allowed=_ACTIONS)
-    data["refusal"] = check_refusal(data.get("refusal", DEFAULT_REFUSAL))
-    if data.get("prompt_check", "before") not in PROMPT_CHECKS:
-        raise ConfigurationError(
-            f"prompt_check must be 'before' or 'parallel', got {data.get('prompt_check')!r}"
-        )
-    if data.get("reasoning", "moderate") not in ("moderate", "skip"):
-        raise ConfigurationError(
-            f"reasoning must be 'moderate' or 'skip', got {data.get('reasoning')!r}"
-        )
-
-
-def _child(
-    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun,
-) -> CallbackManager | AsyncCallbackManager:
-    """A callback manager for runs under ``run_manager``'s run (what ``get_child`` gives chain
-    runs; LLM runs have none)."""
-    cls = (
-        AsyncCallbackManager
-        if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
-        else CallbackManager
-    )
-    manager = cls(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    return manager
-
-
-def _bind_tools(inner: Any, tools: Sequence[Any], kwargs: dict[str, Any]) -> Any:
-    bind = getattr(inner, "bind_tools", None)
-    if callable(bind):
-        return bind(tools, **kwargs)
-    if isinstance(inner, RunnableBindingBase):  # with_retry(), with_config(), ...
-        return inner.model_copy(update={"bound": _bind_tools(inner.bound, tools, kwargs)})
-    raise NotImplementedError(f"the inner model ({type(inner).__name__}) cannot bind tools")
-
-
-async def _one(result: Awaitable[Any]) -> AsyncIterator[Any]:
-    yield await result
-
-
-def _name_of(model: Any) -> str:
-    try:
-        return str(model.get_name())
-    except Exception:  # a Runnable that cannot tell
-        return type(model).__name__
-
-
-def _token(chunk: AIMessageChunk) -> str:
-    return chunk.content if isinstance(chunk.content, str) else chunk.text
-
-
-def _result(chunks: list[AIMessageChunk]) -> ChatResult:
-    if not chunks:
-        return ChatResult(
-            generations=[
-                ChatGeneration(message=message_chunk_to_message(AIMessageChunk(content="")))
-            ]
-        )
-    merged = chunks[0]
-    for c in chunks[1:]:
-        merged = merged + c
-    return ChatResult(generations=[ChatGeneration(message=message_chunk_to_message(merged))])
-
-
-def _llm_result(chunks: list[AIMessageChunk]) -> LLMResult:
-    generations: list[Any] = list(_result(chunks).generations)
-    return LLMResult(generations=[generations])
-
-
-def _partial(chunks: list[AIMessageChunk]) -> LLMResult:
-    if not chunks:
-        return LLMResult(generations=[])
-    return _llm_result(chunks)

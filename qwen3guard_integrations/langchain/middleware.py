@@ -49,34 +49,19 @@ from langchain.agents.middleware.types import (
     ModelResponse,
     hook_config,
 )
-from langchain_core.messages import (
-    AIMessage,
-    AnyMessage,
-    BaseMessage,
-    HumanMessage,
-    RemoveMessage,
-    ToolMessage,
-)
+from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.types import Command
 
-from ..core.actions import check_refusal, render_refusal
+from ..core.actions import check_refusal
 from ..core.errors import ConfigurationError, UnsafeContentError
 from ..core.verdict import Verdict
-from ..guards.gen import CheckItem, Qwen3Guard
+from ..guards.gen import Qwen3Guard
 from ..guards.stream import Qwen3StreamGuard
-from .chat_flow import STAGE_WORDS
 from .chat_model import GuardedChatModel, guard_model
 from .chat_parts import tool_call_text
-from .convert import message_to_dict, text_of_content
+from .middleware_checks import BLOCKED_INPUT_PLACEHOLDER, MiddlewareChecks, Plan
 from .prompt_check import PROMPT_CHECKS
-from .reporting import (
-    Stage,
-    adispatch_verdict,
-    current_config,
-    dispatch_verdict,
-    message_verdicts,
-    with_verdicts,
-)
+from .reporting import Stage, adispatch_verdict, current_config, dispatch_verdict
 
 __all__ = [
     "BLOCKED_INPUT_PLACEHOLDER",
@@ -96,15 +81,9 @@ BlockedInput = Literal["replace", "remove"]
 
 #: The violation message; ``{stage}``, ``{level}`` and ``{categories}`` are filled in.
 DEFAULT_VIOLATION = "Sorry, I can't continue: the {stage} was flagged as {level} ({categories})."
-#: What a blocked user message becomes in the agent state (``blocked_input="replace"``).
-BLOCKED_INPUT_PLACEHOLDER = "[This message was removed by the safety guard.]"
 
 
-# one planned check: stage, index of the message it concerns, what to check
-_Plan = list[tuple[Stage, int, CheckItem]]
-
-
-class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
+class Qwen3GuardMiddleware(MiddlewareChecks, AgentMiddleware[AgentState[Any], Any]):
     """Agent middleware; see the module docstring.
 
     Args:
@@ -178,175 +157,58 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         self.exit_behavior = exit_behavior
         self.prompt_check = prompt_check
 
-    # --- planning: what to check --------------------------------------------------------------
-    def _input_plan(self, messages: Sequence[BaseMessage]) -> _Plan:
-        plan: _Plan = []
-        last_ai = _last_index(messages, AIMessage)
-        if self.check_tool_results and last_ai is not None:
-            for i in range(last_ai + 1, len(messages)):
-                msg = messages[i]
-                if isinstance(msg, ToolMessage) and (text := text_of_content(msg.content)).strip():
-                    plan.append(("tool_result", i, text))
-        if (
-            self.check_input
-            and self.prompt_check == "before"  # "parallel": inside the guarded model call
-            and messages
-            and isinstance(messages[-1], HumanMessage)
-        ):
-            plan.append(("prompt", len(messages) - 1, [message_to_dict(m) for m in messages]))
-        return plan
-
-    def _output_plan(self, messages: Sequence[BaseMessage]) -> _Plan:
-        plan: _Plan = []
-        idx = _last_index(messages, AIMessage)
-        # the answer is last, or followed only by the ToolMessages the model node adds for a
-        # structured answer (ToolStrategy): its tool calls are still to be checked
-        if idx is None or not all(isinstance(m, ToolMessage) for m in messages[idx + 1 :]):
-            return plan
-        ai = messages[idx]
-        assert isinstance(ai, AIMessage)
-        done = message_verdicts(ai)  # what the guarded model call checked already
-        if any(self.guard.blocks(v) for v in done.values()):
-            return plan  # our own notice
-        convo = [message_to_dict(m) for m in messages[: idx + 1]]
-        if self.check_output and ai.text.strip() and "response" not in done:
-            plan.append(("response", idx, convo))
-        if (
-            self.check_tool_calls
-            and (ai.tool_calls or ai.invalid_tool_calls)
-            and "tool_call" not in done
-        ):
-            user = _last_index(messages, HumanMessage)
-            context: Any = (
-                convo[: user + 1] if user is not None else [{"role": "user", "content": ""}]
-            )
-            for call in ai.tool_calls:
-                plan.append(
-                    ("tool_call", idx, (context, tool_call_text(call["name"], call["args"])))
-                )
-            # calls whose arguments did not parse never run, but their text is in the message
-            for bad in ai.invalid_tool_calls:
-                text = tool_call_text(bad.get("name") or "unknown", bad.get("args") or "")
-                plan.append(("tool_call", idx, (context, text)))
-        return plan
-
-    # --- acting on the verdicts ---------------------------------------------------------------
-    def _violation_text(self, stage: Stage, verdict: Verdict) -> str:
-        return render_refusal(self.violation_message, verdict, stage=STAGE_WORDS[stage])
-
-    def _notice(self, text: str, verdicts: dict[str, Verdict], **fields: Any) -> AIMessage:
-        return with_verdicts(AIMessage(content=text, **fields), verdicts, text=self.metadata_text)
-
-    def _scrubbed(self, message: BaseMessage) -> list[Any]:
-        """What a blocked user message becomes in the state (``exit_behavior="end"``)."""
-        if message.id is None:
-            return []
-        if self.blocked_input == "remove":
-            return [RemoveMessage(id=message.id)]
-        return [message.model_copy(update={"content": BLOCKED_INPUT_PLACEHOLDER})]
-
-    def _act(
-        self, messages: Sequence[BaseMessage], plan: _Plan, verdicts: list[Verdict]
-    ) -> dict[str, Any] | None:
-        blocked = [(p, v) for p, v in zip(plan, verdicts) if self.guard.blocks(v)]
-        annotate = self._annotations(messages, plan, verdicts)
-        if not blocked:
-            return {"messages": annotate} if annotate else None
-        (stage, idx, _), verdict = blocked[0]
-        if self.exit_behavior == "error":
-            raise UnsafeContentError(verdict)
-        text = self._violation_text(stage, verdict)
-        target = messages[idx]
-        notice = self._notice(text, {stage: verdict})
-        if stage == "prompt":
-            if self.exit_behavior == "end":
-                return {"jump_to": "end", "messages": [*self._scrubbed(target), notice]}
-            return {"messages": [target.model_copy(update={"content": text})]}
-        if stage == "tool_result":
-            # every flagged result is replaced, so the model (or a later turn) never reads one
-            fixed = [
-                messages[i].model_copy(update={"content": self._violation_text(s, v)})
-                for (s, i, _), v in blocked
-            ]
-            if self.exit_behavior == "end":
-                return {"jump_to": "end", "messages": [*fixed, notice]}
-            return {"messages": fixed}
-        # response / tool_call: the AI message is replaced (same id) by the notice
-        assert isinstance(target, AIMessage)
-        all_verdicts: dict[str, Verdict] = {
-            s: v for (s, i, _), v in zip(plan, verdicts) if i == idx
-        }
-        replaced = self._notice(text, all_verdicts, id=target.id, name=target.name)
-        update: dict[str, Any] = {"messages": [replaced]}
-        if idx < len(messages) - 1:
-            # a structured answer the model node already took from the replaced message: drop
-            # it and the ToolMessages that answer its calls
-            update["messages"] += [RemoveMessage(id=m.id) for m in messages[idx + 1 :] if m.id]
-            update["structured_response"] = None
-        if self.exit_behavior == "end":
-            update["jump_to"] = "end"
-        return update
-
-    def _annotations(
-        self, messages: Sequence[BaseMessage], plan: _Plan, verdicts: list[Verdict]
-    ) -> list[AnyMessage]:
-        by_msg: dict[int, dict[str, Verdict]] = {}
-        for (stage, idx, _), verdict in zip(plan, verdicts):
-            if stage in ("response", "tool_call") and not self.guard.blocks(verdict):
-                by_msg.setdefault(idx, {})[stage] = verdict
-        return [
-            with_verdicts(messages[i], vs, text=self.metadata_text)  # type: ignore[misc]
-            for i, vs in by_msg.items()
-        ]
-
-    def _run(self, messages: Sequence[BaseMessage], plan: _Plan) -> dict[str, Any] | None:
+    # plan (`MiddlewareChecks`), one I/O call (the checks and their events), act
+    def _run(self, messages: Sequence[BaseMessage], plan: Plan) -> dict[str, Any] | None:
         if not plan:
             return None
         verdicts = self.guard.check_batch([item for _, _, item in plan])
-        config = current_config()
-        for (stage, _, _), v in zip(plan, verdicts):
-            dispatch_verdict(stage, v, self.guard.blocks(v), config)
+        for stage, verdict, blocked, config in self._events(plan, verdicts):
+            dispatch_verdict(stage, verdict, blocked, config)
         return self._act(messages, plan, verdicts)
 
-    async def _arun(self, messages: Sequence[BaseMessage], plan: _Plan) -> dict[str, Any] | None:
+    async def _arun(self, messages: Sequence[BaseMessage], plan: Plan) -> dict[str, Any] | None:
         if not plan:
             return None
         verdicts = await self.guard.acheck_batch([item for _, _, item in plan])
-        config = current_config()
-        for (stage, _, _), v in zip(plan, verdicts):
-            await adispatch_verdict(stage, v, self.guard.blocks(v), config)
+        for stage, verdict, blocked, config in self._events(plan, verdicts):
+            await adispatch_verdict(stage, verdict, blocked, config)
         return self._act(messages, plan, verdicts)
+
+    def _events(
+        self, plan: Plan, verdicts: list[Verdict]
+    ) -> list[tuple[Stage, Verdict, bool, Any]]:
+        config = current_config()
+        return [
+            (stage, v, self.guard.blocks(v), config) for (stage, _, _), v in zip(plan, verdicts)
+        ]
+
+    @staticmethod
+    def _planned(
+        state: AgentState[Any], plan: Callable[[Sequence[BaseMessage]], Plan]
+    ) -> tuple[list[BaseMessage], Plan]:
+        messages = list(state["messages"])
+        return messages, plan(messages)
 
     # --- hooks --------------------------------------------------------------------------------
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Check new tool results and the user's new input before the model is called."""
-        messages = list(state["messages"])
-        return self._run(messages, self._input_plan(messages))
+        return self._run(*self._planned(state, self._input_plan))
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Async twin of `before_model`."""
-        messages = list(state["messages"])
-        return await self._arun(messages, self._input_plan(messages))
+        return await self._arun(*self._planned(state, self._input_plan))
 
     @hook_config(can_jump_to=["end"])
     def after_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Check the model's answer and its tool calls before any tool runs."""
-        messages = list(state["messages"])
-        return self._run(messages, self._output_plan(messages))
+        return self._run(*self._planned(state, self._output_plan))
 
     @hook_config(can_jump_to=["end"])
     async def aafter_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Async twin of `after_model`."""
-        messages = list(state["messages"])
-        return await self._arun(messages, self._output_plan(messages))
-
-    def _direct_plan(self, messages: Sequence[BaseMessage]) -> _Plan:
-        # a run that ends on tool results (return_direct tools) never passes before_model again
-        if not messages or not isinstance(messages[-1], ToolMessage):
-            return []
-        return self._input_plan(messages)
+        return await self._arun(*self._planned(state, self._output_plan))
 
     @staticmethod
     def _at_end(update: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -356,13 +218,11 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
 
     def after_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Check the tool results a run ends on (``return_direct`` tools): the user reads them."""
-        messages = list(state["messages"])
-        return self._at_end(self._run(messages, self._direct_plan(messages)))
+        return self._at_end(self._run(*self._planned(state, self._direct_plan)))
 
     async def aafter_agent(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Async twin of `after_agent`."""
-        messages = list(state["messages"])
-        return self._at_end(await self._arun(messages, self._direct_plan(messages)))
+        return self._at_end(await self._arun(*self._planned(state, self._direct_plan)))
 
     def _guarded(self, model: Any) -> GuardedChatModel:
         """The request's model behind `guard_model` (``"before"``: the prompt was checked)."""
@@ -389,10 +249,8 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         try:
             return handler(request.override(model=self._guarded(request.model)))
         except UnsafeContentError as exc:
-            if getattr(exc, "stage", None) != "prompt":
-                return self._model_violation(exc)
-            blocked = self._prompt_blocked(request, exc)
-        if isinstance(blocked, ExtendedModelResponse):
+            blocked = self._blocked(request, exc)
+        if not isinstance(blocked, tuple):
             return blocked
         again, fixed = blocked  # "replace": the model answers the notice instead
         try:
@@ -410,10 +268,8 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         try:
             return await handler(request.override(model=self._guarded(request.model)))
         except UnsafeContentError as exc:
-            if getattr(exc, "stage", None) != "prompt":
-                return self._model_violation(exc)
-            blocked = self._prompt_blocked(request, exc)
-        if isinstance(blocked, ExtendedModelResponse):
+            blocked = self._blocked(request, exc)
+        if not isinstance(blocked, tuple):
             return blocked
         again, fixed = blocked
         try:
@@ -421,6 +277,15 @@ class Qwen3GuardMiddleware(AgentMiddleware[AgentState[Any], Any]):
         except UnsafeContentError as exc:
             answer = self._model_violation(exc)
         return _with_update(answer, fixed)
+
+    def _blocked(
+        self, request: ModelRequest[Any], exc: UnsafeContentError
+    ) -> AIMessage | ExtendedModelResponse[Any] | tuple[ModelRequest[Any], list[Any]]:
+        """What a block inside the model call becomes: a notice, or for a prompt blocked
+        there (``"parallel"``) `_prompt_blocked`'s answer."""
+        if getattr(exc, "stage", None) != "prompt":
+            return self._model_violation(exc)
+        return self._prompt_blocked(request, exc)
 
     def _model_violation(self, exc: UnsafeContentError) -> AIMessage:
         if self.exit_behavior == "error":
@@ -455,10 +320,3 @@ def _with_update(
 ) -> ExtendedModelResponse[Any]:
     response = answer if isinstance(answer, ModelResponse) else ModelResponse(result=[answer])
     return ExtendedModelResponse(response, command=Command(update={"messages": messages}))
-
-
-def _last_index(messages: Sequence[BaseMessage], cls: type[BaseMessage]) -> int | None:
-    for i in range(len(messages) - 1, -1, -1):
-        if isinstance(messages[i], cls):
-            return i
-    return None

@@ -1,7 +1,8 @@
 """No unchecked token reaches the consumer through any LangChain / LangGraph channel.
 
-Scripted chat models (a real ``BaseChatModel`` that streams a scripted answer token by token,
-counting what it generated, and streams tool calls as ``tool_call_chunks``) run inside a real
+Scripted chat models (``Paced`` from ``tests.support``: a real ``BaseChatModel`` that streams a
+scripted answer token by token, counting what it generated, and streams tool calls as
+``tool_call_chunks``) run inside a real
 ``create_agent``, a real ``StateGraph`` with a ``MemorySaver`` checkpointer and LCEL chains.
 Every piece of text reaching the consumer - ``stream_mode`` messages / updates / values /
 custom, ``astream_events`` v2, a user callback handler - is collected and searched for the
@@ -12,7 +13,6 @@ blocked verdict event fires.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -22,22 +22,18 @@ import pytest
 pytest.importorskip("langchain")
 
 from langchain.agents import create_agent
-from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessageChunk
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import MemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
-from pydantic import Field
 
 from qwen3guard_integrations import ConfigurationError, Qwen3Guard, Qwen3StreamGuard
 from qwen3guard_integrations.langchain import (
-    VERDICT_EVENT,
     Qwen3GuardMiddleware,
     guard_model,
     message_verdicts,
 )
+from tests.support.langchain_support import Collector, Paced, everything, shown
 
 SAFE_Q = "Can you help me with my homework?"
 BOMB_A = (
@@ -45,92 +41,6 @@ BOMB_A = (
     "the timer, then you hide it, and then you wait for the right moment to use it."
 )
 TRIGGER = "bomb"
-
-
-class Scripted(BaseChatModel):
-    """Streams scripted answers word by word (tool calls as ``tool_call_chunks``, a few
-    characters at a time) and counts the chunks it generated."""
-
-    script: list[Any]
-    generated: list[int] = Field(default_factory=list)
-    turn: int = 0
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Scripted:  # type: ignore[override]
-        return self
-
-    def _next(self) -> Any:
-        answer = self.script[min(self.turn, len(self.script) - 1)]
-        self.turn += 1
-        self.generated.append(0)
-        return answer
-
-    def _chunks(self, answer: Any) -> Iterator[AIMessageChunk]:
-        if isinstance(answer, str):
-            for word in re.split(r"(\s)", answer):
-                self.generated[-1] += 1
-                yield AIMessageChunk(content=word)
-            return
-        name, args = answer
-        text = json.dumps(args)
-        for i in range(0, len(text), 6):
-            self.generated[-1] += 1
-            yield AIMessageChunk(
-                content="",
-                tool_call_chunks=[
-                    {
-                        "name": name if i == 0 else None,
-                        "args": text[i : i + 6],
-                        "id": "call_1" if i == 0 else None,
-                        "index": 0,
-                        "type": "tool_call_chunk",
-                    }
-                ],
-            )
-
-    def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):  # type: ignore[no-untyped-def]
-        for chunk in self._chunks(self._next()):
-            yield ChatGenerationChunk(message=chunk)
-
-    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):  # type: ignore[no-untyped-def]
-        merged = None
-        for chunk in self._chunks(self._next()):
-            merged = chunk if merged is None else merged + chunk
-        assert merged is not None
-        msg = AIMessage(content=merged.content, tool_calls=merged.tool_calls)
-        return ChatResult(generations=[ChatGeneration(message=msg)])
-
-
-class Collector(BaseCallbackHandler):
-    """A user's callback handler: every token and custom event it is shown."""
-
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
-        self.chunks: list[Any] = []
-        self.events: list[dict[str, Any]] = []
-
-    def on_llm_new_token(self, token: Any, *, chunk: Any = None, **kw: Any) -> None:
-        self.tokens.append(str(token))
-        if chunk is not None:
-            self.chunks.append(chunk.message)
-
-    def on_custom_event(self, name: str, data: Any, **kw: Any) -> None:
-        if name == VERDICT_EVENT:
-            self.events.append(data)
-
-
-def everything(obj: Any) -> str:
-    """All text inside ``obj`` (messages, chunks, their tool calls and metadata, dicts)."""
-    if isinstance(obj, BaseMessage):
-        return json.dumps(obj.model_dump(), default=str, ensure_ascii=False)
-    if isinstance(obj, (list, tuple)):
-        return " ".join(everything(o) for o in obj)
-    if isinstance(obj, dict):
-        return " ".join(f"{k} {everything(v)}" for k, v in obj.items())
-    return str(obj)
 
 
 @pytest.fixture(scope="module")
@@ -145,19 +55,7 @@ def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
     return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
 
 
-def shown(events: list[dict[str, Any]]) -> str:
-    """The text of ``astream_events`` output except our verdict events (which keep the flagged
-    text, ``text_until``, for audit: see docs/channels.md)."""
-    return everything(
-        [
-            e["data"]
-            for e in events
-            if not (e["event"] == "on_custom_event" and e["name"] == VERDICT_EVENT)
-        ]
-    )
-
-
-def stopped_early(model: Scripted, answer: str = BOMB_A) -> None:
+def stopped_early(model: Paced, answer: str = BOMB_A) -> None:
     words = len(re.split(r"(\s)", answer))
     upto = answer.index(TRIGGER)
     at = len(re.split(r"(\s)", answer[:upto]))
@@ -166,7 +64,7 @@ def stopped_early(model: Scripted, answer: str = BOMB_A) -> None:
 
 # --- guard_model on its own --------------------------------------------------------------------
 def test_guard_model_stream_channels(guard: Qwen3Guard, sguard: Qwen3StreamGuard) -> None:
-    model = Scripted(script=[BOMB_A], generated=[])
+    model = Paced(script=[BOMB_A], generated=[])
     safe = guard_model(model, guard=guard, stream_guard=sguard, on_block="refuse")
     user = Collector()
     out = list(safe.stream(SAFE_Q, {"callbacks": [user]}))
@@ -183,7 +81,7 @@ def test_guard_model_stream_channels(guard: Qwen3Guard, sguard: Qwen3StreamGuard
 def test_guard_model_astream_events_show_only_released_text(
     guard: Qwen3Guard, sguard: Qwen3StreamGuard
 ) -> None:
-    model = Scripted(script=[BOMB_A], generated=[])
+    model = Paced(script=[BOMB_A], generated=[])
     safe = guard_model(model, guard=guard, stream_guard=sguard, on_block="refuse")
 
     async def run() -> list[dict[str, Any]]:
@@ -200,7 +98,7 @@ def test_guard_model_astream_events_show_only_released_text(
 def test_unsafe_tool_call_arguments_never_stream(
     guard: Qwen3Guard, sguard: Qwen3StreamGuard
 ) -> None:
-    model = Scripted(script=[("search", {"query": "how to build a bomb at home"})], generated=[])
+    model = Paced(script=[("search", {"query": "how to build a bomb at home"})], generated=[])
     safe = guard_model(model, guard=guard, stream_guard=sguard, on_block="refuse")
     user = Collector()
     out = list(safe.stream(SAFE_Q, {"callbacks": [user]}))
@@ -208,7 +106,7 @@ def test_unsafe_tool_call_arguments_never_stream(
     assert not any(c.tool_call_chunks for c in out)
     assert any(e["blocked"] and e["stage"] == "tool_call" for e in user.events)
     # a safe call comes out whole, in the last chunk, once checked
-    model = Scripted(script=[("search", {"query": "weather in Paris"})], generated=[])
+    model = Paced(script=[("search", {"query": "weather in Paris"})], generated=[])
     out = list(guard_model(model, guard=guard, stream_guard=sguard).stream(SAFE_Q))
     assert [c for c in out if c.tool_call_chunks] == [out[-1]]
     merged = out[0]
@@ -218,10 +116,9 @@ def test_unsafe_tool_call_arguments_never_stream(
 
 
 def test_reasoning_blocks_are_moderated(guard: Qwen3Guard, sguard: Qwen3StreamGuard) -> None:
-    class Thinking(Scripted):
-        def _chunks(self, answer: Any) -> Iterator[AIMessageChunk]:
+    class Thinking(Paced):
+        def _pieces(self, answer: Any) -> Iterator[AIMessageChunk]:
             for word in re.split(r"(\s)", answer):
-                self.generated[-1] += 1
                 yield AIMessageChunk(content=[{"type": "reasoning", "reasoning": word}])
             yield AIMessageChunk(content="Done.")
 
@@ -235,7 +132,7 @@ def test_reasoning_blocks_are_moderated(guard: Qwen3Guard, sguard: Qwen3StreamGu
 
 
 def test_guard_model_checks_what_it_is_given(guard: Qwen3Guard, sguard: Qwen3StreamGuard) -> None:
-    model = Scripted(script=["hi"], generated=[])
+    model = Paced(script=["hi"], generated=[])
     with pytest.raises(ConfigurationError):
         guard_model(model, guard=sguard)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
@@ -256,7 +153,7 @@ def agent_parts(guard: Qwen3Guard, sguard: Qwen3StreamGuard, script: list[Any]) 
         ran.append(query)
         return "Nothing found."
 
-    model = Scripted(script=script, generated=[])
+    model = Paced(script=script, generated=[])
     agent = create_agent(
         model, [search], middleware=[Qwen3GuardMiddleware(guard, stream_guard=sguard)]
     )
@@ -316,7 +213,7 @@ def test_agent_with_retry_model_is_guarded(guard: Qwen3Guard, sguard: Qwen3Strea
         """Search the web."""
         return "Nothing found."
 
-    model = Scripted(script=[BOMB_A], generated=[])
+    model = Paced(script=[BOMB_A], generated=[])
     agent = create_agent(
         model.with_retry(),  # type: ignore[arg-type]
         [search],
@@ -330,7 +227,7 @@ def test_agent_with_retry_model_is_guarded(guard: Qwen3Guard, sguard: Qwen3Strea
 def test_state_graph_with_checkpointer_recovers_after_a_blocked_turn(
     guard: Qwen3Guard, sguard: Qwen3StreamGuard
 ) -> None:
-    model = Scripted(script=[BOMB_A, "It is sunny today."], generated=[])
+    model = Paced(script=[BOMB_A, "It is sunny today."], generated=[])
     safe = guard_model(model, guard=guard, stream_guard=sguard, on_block="refuse")
 
     def call(state: MessagesState) -> dict[str, Any]:
@@ -359,7 +256,7 @@ def test_state_graph_with_checkpointer_recovers_after_a_blocked_turn(
 
 def test_agent_thread_recovers_after_a_blocked_prompt(guard: Qwen3Guard) -> None:
     for blocked_input in ("replace", "remove"):
-        model = Scripted(script=["It is sunny today."], generated=[])
+        model = Paced(script=["It is sunny today."], generated=[])
         agent = create_agent(
             model,
             [],

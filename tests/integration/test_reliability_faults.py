@@ -160,20 +160,7 @@ async def test_local_worker_stall_does_not_block_the_loop(backend: Any) -> None:
 def _one_request(server: GenTestServer, tiny: Any, protocol: str, **kw: Any) -> Qwen3Guard:
     """A remote guard that sends one request per check (the answer decoded on the server, no
     forced-prefix steps), so that faults and retries can be counted per check."""
-    from transformers import AutoTokenizer
-
-    from qwen3guard_integrations.backends.remote.openai import OpenAIGenBackend
-    from qwen3guard_integrations.backends.remote.tgi import TGIGenBackend
-
-    policy = kw.pop("policy", None)
-    tok = AutoTokenizer.from_pretrained(str(tiny.gen))
-    if protocol == "tgi":
-        backend: Any = TGIGenBackend.connect(server.url, tok, forced_answers=False, **kw)
-    else:
-        backend = OpenAIGenBackend.connect(
-            server.openai_url, tok, model=server.model_id, forced_answers=False, **kw
-        )
-    return Qwen3Guard(backend, policy=policy)
+    return _remote(server, tiny, protocol, forced_answers=False, **kw)
 
 
 def _remote(server: GenTestServer, tiny: Any, protocol: str, **kw: Any) -> Qwen3Guard:

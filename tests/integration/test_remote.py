@@ -68,19 +68,7 @@ def _remote(server: GenTestServer, tiny, protocol: str, **kw) -> Qwen3Guard:  # 
 def _decoding(server: GenTestServer, tiny, protocol: str, **kw) -> Qwen3Guard:  # type: ignore[no-untyped-def]
     """A remote guard whose fast mode decodes the answer after ``Safety:`` on the server (no
     forced-prefix steps)."""
-    from transformers import AutoTokenizer
-
-    from qwen3guard_integrations.backends.remote.openai import OpenAIGenBackend
-    from qwen3guard_integrations.backends.remote.tgi import TGIGenBackend
-
-    tok = AutoTokenizer.from_pretrained(str(tiny.gen))
-    if protocol == "tgi":
-        backend = TGIGenBackend.connect(server.url, tok, forced_answers=False, **kw)
-    else:
-        backend = OpenAIGenBackend.connect(
-            server.openai_url, tok, model=server.model_id, forced_answers=False, **kw
-        )
-    return Qwen3Guard(backend)
+    return _remote(server, tiny, protocol, forced_answers=False, **kw)
 
 
 @pytest.fixture(scope="module", params=PROTOCOLS)

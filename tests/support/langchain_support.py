@@ -1,6 +1,6 @@
 """LangChain test helpers: a paced scripted chat model that counts what it generated, a user
 callback handler that collects every token and verdict event, and text collectors for every
-channel (the same shape as the helpers of ``test_langchain_channels``)."""
+channel, shared by the LangChain channel, parallel and middleware tests."""
 
 from __future__ import annotations
 
