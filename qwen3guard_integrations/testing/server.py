@@ -19,40 +19,19 @@ Used by this package's tests; usable by yours::
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from ..core.deps import require
+from .loopback import Fault, Handler, LoopbackServer, Reply, bad_request, invalid, read_json
 
 __all__ = ["Fault", "GenTestServer"]
 
 _GENERATE_ROUTES = ("/generate", "/", "/v1/completions")
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One request's misbehaviour (see the module docstring)."""
-
-    status: int | None = None
-    error: str = "injected fault"
-    error_type: str = "overloaded"
-    retry_after: float | None = None
-    delay_s: float = 0.0
-    body: bytes | None = None
-    text: str | None = None
-    drop: bool = False
-
-
-class _Reply(Exception):
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        self.status, self.body, self.headers = status, body, headers or {}
 
 
 class GenTestServer:
@@ -91,7 +70,7 @@ class GenTestServer:
         self._lock = threading.Lock()  # one generation at a time, like one GPU
         self._state = threading.Lock()
         self._conns: set[Any] = set()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -110,8 +89,8 @@ class GenTestServer:
         """Listen (again, on the same port after `stop`)."""
         if self._httpd is not None:
             return self
-        handler = type("Handler", (_Handler,), {"server_ref": self})
-        httpd = _Server((self.host, self.port), handler)
+        handler = type("Handler", (Handler,), {"server_ref": self})
+        httpd = LoopbackServer((self.host, self.port), handler)
         self.port = httpd.server_address[1]
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -230,12 +209,12 @@ class GenTestServer:
                 fault = self._next_fault()
                 if fault is not None:
                     self._apply(fault, openai)
-                data = _json(body, openai)
+                data = read_json(body, openai)
                 if openai:
                     return 200, self._completions(data, fault), {}
                 return 200, self._tgi_generate(data, fault), {}
-            raise _Reply(404, {"error": f"no route {method} {path}", "error_type": "not_found"})
-        except _Reply as reply:
+            raise Reply(404, {"error": f"no route {method} {path}", "error_type": "not_found"})
+        except Reply as reply:
             return reply.status, reply.body, reply.headers
 
     def _apply(self, fault: Fault, openai: bool) -> None:
@@ -257,9 +236,9 @@ class GenTestServer:
                     if openai
                     else {"error": fault.error, "error_type": fault.error_type}
                 )
-            raise _Reply(fault.status, body, headers)
+            raise Reply(fault.status, body, headers)
         if fault.body is not None:
-            raise _Reply(200, fault.body, headers)
+            raise Reply(200, fault.body, headers)
 
     def _models(self) -> dict[str, Any]:
         return {
@@ -278,12 +257,12 @@ class GenTestServer:
         inputs = data.get("inputs")
         params = data.get("parameters") or {}
         if not isinstance(inputs, str) or not inputs:
-            raise _invalid("`inputs` must be a non-empty string")
+            raise invalid("`inputs` must be a non-empty string")
         if not isinstance(params, dict):
-            raise _invalid("`parameters` must be an object")
+            raise invalid("`parameters` must be an object")
         top_n = params.get("top_n_tokens") or 0
         if not isinstance(top_n, int) or not 0 <= top_n <= self.max_top_n_tokens:
-            raise _invalid(
+            raise invalid(
                 f"`top_n_tokens` must be >= 0 and <= {self.max_top_n_tokens}. Given: {top_n}"
             )
         max_new = params.get("max_new_tokens") or 100
@@ -323,7 +302,7 @@ class GenTestServer:
 
     def _completions(self, data: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
         if data.get("model") != self.model_id:
-            raise _Reply(
+            raise Reply(
                 404,
                 {
                     "object": "error",
@@ -342,9 +321,9 @@ class GenTestServer:
         ):
             ids = prompt
             if max(ids) >= len(self.tokenizer) or min(ids) < 0:
-                raise _bad_request("prompt token ids out of vocabulary")
+                raise bad_request("prompt token ids out of vocabulary")
         else:
-            raise _bad_request("prompt must be a non-empty string or a list of token ids")
+            raise bad_request("prompt must be a non-empty string or a list of token ids")
         max_new = data.get("max_tokens") or 16
         self._check_length(len(ids), max_new, "prompt", "max_tokens", openai=True)
         k = data.get("logprobs") or 0
@@ -386,80 +365,10 @@ class GenTestServer:
         self, n: int, max_new: Any, what: str, new_name: str, openai: bool = False
     ) -> None:
         if not isinstance(max_new, int) or max_new < 1:
-            raise (_bad_request if openai else _invalid)(f"`{new_name}` must be strictly positive")
+            raise (bad_request if openai else invalid)(f"`{new_name}` must be strictly positive")
         if n > self.max_input_tokens or n + max_new > self.max_total_tokens:
             msg = (
                 f"`{what}` tokens + `{new_name}` must be <= {self.max_total_tokens}. "
                 f"Given: {n} `{what}` tokens and {max_new} `{new_name}`"
             )
-            raise (_bad_request if openai else _invalid)(msg)
-
-
-def _invalid(message: str) -> _Reply:
-    return _Reply(422, {"error": f"Input validation error: {message}", "error_type": "validation"})
-
-
-def _bad_request(message: str) -> _Reply:
-    return _Reply(
-        400, {"object": "error", "message": message, "type": "BadRequestError", "code": 400}
-    )
-
-
-def _json(body: bytes, openai: bool) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise (_bad_request if openai else _invalid)("the request body is not a JSON object")
-    return data
-
-
-class _Server(ThreadingHTTPServer):
-    # A real server's accept backlog. socketserver's default of 5 overflows when 16 checks
-    # connect at once on a busy machine: the kernel cannot queue the extra handshakes and the
-    # client, which already sent its request, reads a reset (httpx ReadError), a transport
-    # error a real TGI or vLLM (backlog 2048) would not give.
-    request_queue_size = 128
-    allow_reuse_address = True
-    daemon_threads = True
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_ref: GenTestServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        return
-
-    def setup(self) -> None:
-        super().setup()
-        self.server_ref._track(self.connection, True)
-
-    def finish(self) -> None:
-        self.server_ref._track(self.connection, False)
-        super().finish()
-
-    def _serve(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        try:
-            status, payload, headers = self.server_ref.handle(method, self.path, body)
-        except ConnectionAbortedError:
-            self.close_connection = True
-            self.connection.close()
-            return
-        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
+            raise (bad_request if openai else invalid)(msg)
