@@ -22,6 +22,7 @@ trained on. For text without special-token strings the ids equal the official on
 
 from __future__ import annotations
 
+import bisect
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -243,8 +244,8 @@ def _content_spans(
     prev_hi = 0
     for _, k in found:  # in text order; ranges never overlap
         lo_char, hi_char = char_spans[k]
-        lo = next((i for i, e in enumerate(ends) if e > lo_char), len(ends))
-        hi = next((i for i, s in enumerate(starts) if s >= hi_char), len(starts))
+        lo = bisect.bisect_right(ends, lo_char)  # the first id reaching into the content
+        hi = bisect.bisect_left(starts, hi_char)  # the first id starting after it
         lo = max(lo, prev_hi)
         prev_hi = max(lo, hi)
         out[k] = (lo, prev_hi)
