@@ -174,6 +174,17 @@ def test_a_think_typed_in_a_message_is_read_as_the_added_token(
                 continue
             carried += list(encode(convo)).count(think) > list(encode(_neutral(convo))).count(think)
         assert carried > 0
+    # the literal cases whose encoding this changed (a non-special added token in the message)
+    # still carry their trigger: none is judged Safe, by Gen or by the Stream prompt head
+    tags = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>")
+    changed = [c for c in CASES if c.literal and any(t in c.text for t in tags)]
+    assert changed
+    for case, v in zip(changed, local.check_batch([_item(c) for c in changed])):
+        assert v.level is not Level.SAFE, case.name
+    for case in changed:
+        if case.response is None:
+            with sguard.session(case.prompt) as s:
+                assert s.prompt_verdict.level is not Level.SAFE, case.name
 
 
 @pytest.mark.parametrize(
