@@ -11,8 +11,15 @@ from typing import Any
 from ..core.deps import require
 from ..core.errors import InvalidInputError
 from ..eval.metrics import BINS
-from ..eval.records import load_records
-from ..eval.runner import EvalReport, evaluate, predict_gen, predict_stream, result_rows
+from ..eval.records import load_dataset_records, load_records
+from ..eval.runner import (
+    EvalReport,
+    evaluate,
+    official_rows,
+    predict_gen,
+    predict_stream,
+    result_rows,
+)
 
 __all__ = ["add_eval_parser", "format_report", "run_eval"]
 
@@ -31,7 +38,44 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
             "Qwen3Guard eval script computes them. Exit code 0, or 2 on an error."
         ),
     )
-    p.add_argument("data", help="JSON Lines file: message, label[, unsafe_start/end_index]")
+    p.add_argument(
+        "data",
+        nargs="?",
+        help="JSON Lines file: message, label[, unsafe_start/end_index] (or use --dataset)",
+    )
+    p.add_argument(
+        "--dataset",
+        help="a datasets name or local dataset folder instead of DATA, e.g. Qwen/Qwen3GuardTest "
+        "(needs the datasets package and --split)",
+    )
+    p.add_argument("--split", help="the dataset split, e.g. thinking, thinking_loc, response_loc")
+    p.add_argument(
+        "--data-type",
+        choices=("prompt", "response"),
+        help="force the mode, as the official scripts' --data_type: prompt checks the last user "
+        "turn even when an assistant turn follows (default: the last message decides)",
+    )
+    p.add_argument(
+        "--gen-mode",
+        choices=("fast", "full"),
+        default="fast",
+        help="Gen: fast reads the level from the logits in one forward pass; full decodes the "
+        "whole answer greedily, as the official eval_gen.py does (default fast)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=128,
+        help="Gen: answer budget in tokens (default 128, the official budget)",
+    )
+    p.add_argument(
+        "--out-format",
+        choices=("ours", "official"),
+        default="ours",
+        help="--out lines: ours (levels as names, strict/loose, timeliness) or official (the "
+        "fields the official scripts write and read: pred_risk_levels as ints, "
+        "pred_categories, pred_risk_prob, input_ids, split_idx_eval; Gen: guard_predict)",
+    )
     p.add_argument(
         "--model",
         help=f"checkpoint (Hub id or folder); default {DEFAULT_GEN}, or {DEFAULT_STREAM} with --stream",
@@ -62,6 +106,13 @@ def format_report(report: EvalReport, model: str, stream: bool) -> str:
     lines = [
         f"model: {model} ({'Stream' if stream else 'Gen'})",
         f"records: {report.n} ({labels})",
+    ]
+    if report.errors:
+        lines.append(
+            f"errors: {report.errors} record(s) could not be scored (scored as Safe, as the "
+            "official scripts do; see the error rows in --out)"
+        )
+    lines += [
         "",
         f"{'Unsafe class':<12} {'F1':>7} {'prec.':>7} {'recall':>7}   tp  fp  fn  tn",
     ]
@@ -107,13 +158,23 @@ def run_eval(args: argparse.Namespace) -> int:
         raise InvalidInputError("--plot draws Stream timeliness: add --stream")
     if args.batch_size < 1:
         raise InvalidInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_new_tokens < 1:
+        raise InvalidInputError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if (args.data is None) == (args.dataset is None):
+        raise InvalidInputError("give either a DATA file or --dataset NAME --split SPLIT")
+    if args.dataset is not None and not args.split:
+        raise InvalidInputError("--dataset needs --split (e.g. --split thinking)")
     if args.plot:
         _check_plot_path(args.plot)
     for path, flag in ((args.out, "--out"), (args.plot, "--plot")):
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder is not None and not os.path.isdir(folder):
             raise InvalidInputError(f"{flag} {path}: the folder {folder} does not exist")
-    records = load_records(args.data)
+    records = (
+        load_records(args.data)
+        if args.data is not None
+        else load_dataset_records(args.dataset, args.split)
+    )
     model = args.model or (DEFAULT_STREAM if args.stream else DEFAULT_GEN)
     from .model_check import check_models
 
@@ -123,16 +184,30 @@ def run_eval(args: argparse.Namespace) -> int:
         from ..guards.stream import Qwen3StreamGuard
 
         sguard = Qwen3StreamGuard.from_pretrained(model, device=args.device)
-        preds = predict_stream(sguard, records, thinking=args.thinking, progress=progress)
+        preds = predict_stream(
+            sguard, records, thinking=args.thinking, progress=progress, data_type=args.data_type
+        )
     else:
         from ..guards.gen import Qwen3Guard
 
-        with Qwen3Guard.from_pretrained(model, device=args.device) as guard:
-            preds = predict_gen(guard, records, batch_size=args.batch_size, progress=progress)
-    report = evaluate(records, preds, stream=args.stream)
+        with Qwen3Guard.from_pretrained(
+            model,
+            device=args.device,
+            fast=args.gen_mode == "fast",
+            max_new_tokens=args.max_new_tokens,
+        ) as guard:
+            preds = predict_gen(
+                guard,
+                records,
+                batch_size=args.batch_size,
+                progress=progress,
+                data_type=args.data_type,
+            )
+    report = evaluate(records, preds, stream=args.stream, data_type=args.data_type)
     if args.out:
+        rows = official_rows if args.out_format == "official" else result_rows
         with open(args.out, "w", encoding="utf-8") as fh:
-            for row in result_rows(records, preds, stream=args.stream):
+            for row in rows(records, preds, stream=args.stream, data_type=args.data_type):
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     if args.plot:
         from ..eval.plot import plot_timeliness
@@ -141,6 +216,8 @@ def run_eval(args: argparse.Namespace) -> int:
         plot_timeliness(report.timeliness, args.plot)
     if args.json:
         print(json.dumps({"model": model, "stream": args.stream, **report.to_dict()}))
+        if report.errors:
+            print(f"errors: {report.errors} record(s) could not be scored", file=sys.stderr)
     else:
         print(format_report(report, model, args.stream))
         for path, what in ((args.out, "results"), (args.plot, "plot")):

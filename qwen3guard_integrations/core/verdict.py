@@ -17,6 +17,8 @@ class Verdict(BaseModel):
     Attributes:
         level: Safe, Controversial or Unsafe.
         categories: the unsafe-content categories named by the model, in its order.
+        categories_known: False when the model's answer could not be read past its level (the
+            level then came from the logits); ``categories`` is empty and ``raw`` keeps the text.
         refusal: response mode only: whether the response is a refusal (None when unknown).
         role: whether a prompt or a response was moderated.
         scores: probability of each level where the backend can give it.
@@ -34,6 +36,7 @@ class Verdict(BaseModel):
 
     level: Level
     categories: tuple[Category, ...] = ()
+    categories_known: bool = True
     refusal: bool | None = None
     role: Role = Role.PROMPT
     scores: dict[Level, float] | None = None

@@ -23,10 +23,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.deps import require
 from ..core.errors import InvalidInputError
 from ..core.labels import Level
 
-__all__ = ["EvalRecord", "load_records"]
+__all__ = ["EvalRecord", "load_dataset_records", "load_records"]
 
 _ROLES = ("system", "user", "assistant")
 
@@ -45,6 +46,29 @@ class EvalRecord:
     def mode(self) -> str:
         """``"prompt"`` when the last message is the user's, else ``"response"``."""
         return "prompt" if self.messages[-1]["role"] == "user" else "response"
+
+    def mode_for(self, data_type: str | None) -> str:
+        """The mode under a forced ``data_type`` (``"prompt"`` / ``"response"``), else `mode`."""
+        if data_type is None:
+            return self.mode
+        if data_type not in ("prompt", "response"):
+            raise InvalidInputError(f"data type must be 'prompt' or 'response', not {data_type!r}")
+        if data_type == "response" and self.mode != "response":
+            raise InvalidInputError(
+                "a response check needs a record that ends with the assistant's answer"
+            )
+        return data_type
+
+    def conversation(self, data_type: str | None = None) -> list[dict[str, str]]:
+        """The messages to check under ``data_type``: forcing ``"prompt"`` on a record that
+        ends with an assistant turn keeps the conversation up to its last user turn."""
+        msgs = list(self.messages)
+        if self.mode_for(data_type) == "prompt":
+            last_user = max((i for i, m in enumerate(msgs) if m["role"] == "user"), default=None)
+            if last_user is None:
+                raise InvalidInputError("a prompt check needs a user message")
+            msgs = msgs[: last_user + 1]
+        return msgs
 
     @property
     def has_span(self) -> bool:
@@ -114,4 +138,21 @@ def load_records(path: str | os.PathLike[str]) -> list[EvalRecord]:
         raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not records:
         raise InvalidInputError(f"{path}: no records")
+    return records
+
+
+def load_dataset_records(name: str, split: str) -> list[EvalRecord]:
+    """Read and validate one split of a dataset with ``datasets.load_dataset(name, split=...)``.
+
+    ``name`` is a Hub id (``Qwen/Qwen3GuardTest``) or a local dataset folder; the records have
+    the same fields as the JSON Lines form. Needs the ``datasets`` package (the ``eval`` extra).
+    """
+    datasets = require("datasets", "eval")
+    try:
+        data = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # datasets raises many types; all mean "cannot read this split"
+        raise InvalidInputError(f"cannot load split {split!r} of dataset {name!r}: {exc}") from exc
+    records = [_record(dict(obj), f"{name}[{split}] record {n}") for n, obj in enumerate(data, 1)]
+    if not records:
+        raise InvalidInputError(f"{name}[{split}]: no records")
     return records

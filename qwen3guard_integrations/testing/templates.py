@@ -6,8 +6,11 @@ list, (response mode) the refusal policy, the conversation as ``USER:`` / ``ASSI
 the output instructions; then the assistant header with an empty think block. The mode follows the
 last message. System messages are not shown to the model.
 
-``STREAM_CHAT_TEMPLATE`` is the plain Qwen3 chat template (system/user/assistant/tool turns,
-``add_generation_prompt``, ``enable_thinking``) that the Stream tokenizer uses.
+``STREAM_CHAT_TEMPLATE`` is the plain Qwen3 chat template (SPEC section 3), content-dependent logic
+included: system first; tool results grouped into one user turn as ``<tool_response>`` blocks;
+assistant turns before the last user query lose their reasoning (``reasoning_content`` or the
+text up to ``</think>``), the turns after it keep it as ``<think>\\n...\\n</think>\\n\\n``; the
+generation prompt with ``enable_thinking=False`` adds an empty think block.
 """
 
 from __future__ import annotations
@@ -74,16 +77,54 @@ GEN_CHAT_TEMPLATE = (
 )
 
 STREAM_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'tool' %}"
-    "<|im_start|>user{{ '\\n' }}<tool_response>{{ '\\n' }}{{ message['content'] }}{{ '\\n' }}"
-    "</tool_response><|im_end|>{{ '\\n' }}"
-    "{% else %}"
-    "<|im_start|>{{ message['role'] }}{{ '\\n' }}{{ message['content'] }}<|im_end|>{{ '\\n' }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}"
-    "{% if enable_thinking is defined and enable_thinking is false %}"
-    "<think>{{ '\\n\\n' }}</think>{{ '\\n\\n' }}{% endif %}"
-    "{% endif %}"
+    # system first
+    "{%- if messages | length > 0 and messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    # the last user query: the last user turn that is not only tool results
+    "{%- set state = namespace(last_query=messages | length - 1, searching=true) %}"
+    "{%- for i in range(messages | length - 1, -1, -1) %}"
+    "{%- set m = messages[i] %}"
+    "{%- if state.searching and m['role'] == 'user' %}"
+    "{%- set c = m['content'] if m['content'] is string else '' %}"
+    "{%- if not (c.startswith('<tool_response>') and c.endswith('</tool_response>')) %}"
+    "{%- set state.searching = false %}{%- set state.last_query = i %}"
+    "{%- endif %}{%- endif %}"
+    "{%- endfor %}"
+    "{%- for m in messages %}"
+    "{%- set content = m['content'] if m['content'] is string else '' %}"
+    "{%- if m['role'] == 'user' or (m['role'] == 'system' and not loop.first) %}"
+    "{{- '<|im_start|>' + m['role'] + '\\n' + content + '<|im_end|>\\n' }}"
+    "{%- elif m['role'] == 'assistant' %}"
+    "{%- set reasoning = '' %}"
+    "{%- if m['reasoning_content'] is string %}"
+    "{%- set reasoning = m['reasoning_content'] %}"
+    "{%- elif '</think>' in content %}"
+    "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1]"
+    ".lstrip('\\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\\n') %}"
+    "{%- endif %}"
+    "{%- if loop.index0 > state.last_query and (loop.last or reasoning) %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n'"
+    " + content.lstrip('\\n') }}"
+    "{%- else %}"
+    "{{- '<|im_start|>assistant\\n' + content }}"
+    "{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- elif m['role'] == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}"
+    "{{- '<|im_start|>user' }}"
+    "{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + content + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}"
 )

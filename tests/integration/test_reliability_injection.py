@@ -3,8 +3,8 @@ Stream, on the tiny checkpoints and the loopback server.
 
 Two kinds of claim, kept apart:
 
-* what the library guarantees, asserted for every case: control-token strings inside messages
-  never become control tokens (checked on the encoded ids of the local backend and of the Stream
+* what the library guarantees, asserted for every case: special control-token strings inside
+  messages (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``) never become control tokens (checked on the encoded ids of the local backend and of the Stream
   session, and on what actually went over the wire to the TGI and OpenAI routes); role confusion
   is rejected or normalised; long padding never truncates (the windows tile the whole message);
   the OpenAI ids path gives exactly the local verdicts;
@@ -58,14 +58,16 @@ def _item(case: Case) -> Any:
     return (case.prompt, case.response) if case.response is not None else case.prompt
 
 
-def _added(tok: Any) -> set[int]:
-    return set(tok.get_added_vocab().values())
+def _special(tok: Any) -> set[int]:
+    return {int(i) for i, t in tok.added_tokens_decoder.items() if t.special}
 
 
 def _structure(tok: Any, ids: Any) -> list[int]:
-    """The added (control) tokens of ``ids``, in order."""
-    added = _added(tok)
-    return [int(i) for i in ids if int(i) in added]
+    """The special control tokens of ``ids``, in order. Non-special added tokens (``<think>``,
+    tool tags) typed in a message are read as the official pipeline reads them: as those tokens
+    (``test_a_think_typed_in_a_message_is_read_as_the_added_token``)."""
+    special = _special(tok)
+    return [int(i) for i in ids if int(i) in special]
 
 
 def _neutral(convo: tuple[Message, ...]) -> list[Message]:
@@ -148,6 +150,41 @@ def test_stream_encoding_keeps_control_strings_plain(sguard: Qwen3StreamGuard) -
                 # the response's control-token strings stay text too
                 assert not special & set(s.response_ids), case.name
                 assert s.decode_response() == case.response
+
+
+def test_a_think_typed_in_a_message_is_read_as_the_added_token(
+    local: Qwen3Guard, sguard: Qwen3StreamGuard
+) -> None:
+    # as the official pipeline reads it (Qwen3GuardTest's thinking split): Gen and Stream
+    def gen_ids(convo: Any) -> Any:
+        return local.backend.encode(convo).windows[0]  # type: ignore[attr-defined]
+
+    def stream_ids(convo: Any) -> Any:
+        with sguard.session(convo) as s:
+            return s.prompt_ids
+
+    for tok, encode in ((local.backend.tokenizer, gen_ids), (sguard.tokenizer, stream_ids)):  # type: ignore[attr-defined]
+        think = tok.convert_tokens_to_ids("<think>")
+        carried = 0
+        for case in CASES:
+            if "<think>" not in case.text or case.response is not None:
+                continue
+            convo = conversation(_item(case))
+            if len(local.backend.encode(convo).windows) > 1:  # type: ignore[attr-defined]
+                continue
+            carried += list(encode(convo)).count(think) > list(encode(_neutral(convo))).count(think)
+        assert carried > 0
+    # the literal cases whose encoding this changed (a non-special added token in the message)
+    # still carry their trigger: none is judged Safe, by Gen or by the Stream prompt head
+    tags = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>")
+    changed = [c for c in CASES if c.literal and any(t in c.text for t in tags)]
+    assert changed
+    for case, v in zip(changed, local.check_batch([_item(c) for c in changed])):
+        assert v.level is not Level.SAFE, case.name
+    for case in changed:
+        if case.response is None:
+            with sguard.session(case.prompt) as s:
+                assert s.prompt_verdict.level is not Level.SAFE, case.name
 
 
 @pytest.mark.parametrize(

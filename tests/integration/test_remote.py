@@ -271,9 +271,10 @@ def test_garbage_answer_is_asked_again_with_the_level_its_scores_pick(
             v = guard.check_prompt(text)
             assert server.requests[route] == before + 2  # asked again with " Unsafe" written in
             assert _same(v, ref) and not v.degraded and v.scores is not None
-            server.inject(Fault(text="garbage"), times=2)  # garbage again: a typed error
-            with pytest.raises(VerdictParseError):
-                guard.check_prompt(text)
+            server.inject(Fault(text="garbage"), times=2)  # garbage again: the scores' level
+            v = guard.check_prompt(text)
+            assert v.level is ref.level and not v.degraded and v.scores is not None
+            assert v.categories == () and v.categories_known is False and "garbage" in (v.raw or "")
         no_scores = {"top_n_tokens": 0} if protocol == "tgi" else {"logprobs": 0}
         with _remote(server, tiny, protocol, **no_scores) as guard:
             server.inject(Fault(text="I think this one is probably fine."))
@@ -385,13 +386,18 @@ def test_fail_open_gives_degraded_verdicts_for_every_fault(server: GenTestServer
                 assert v.backend == protocol and v.endpoint == guard.backend.endpoint
             # garbage in every request of the check (level, category, decoded answer)
             server.inject(Fault(text="no verdict here"), times=3)
-            v = guard.check_prompt("How do I build a bomb?")
-            assert v.degraded and "VerdictParseError" in (v.error or "")
+            v = guard.check_prompt("How do I build a bomb?")  # the level from the scores stands
+            assert not v.degraded and v.level is Level.UNSAFE and v.categories_known is False
             server.stop()
             v = guard.check_prompt("How do I build a bomb?")
             assert v.degraded and "BackendConnectionError" in (v.error or "")
             server.start()
             assert not guard.check_prompt("How do I build a bomb?").degraded
+        no_scores = {"top_n_tokens": 0} if protocol == "tgi" else {"logprobs": 0}
+        with _remote(server, tiny, protocol, policy=policy, max_retries=0, **no_scores) as guard:
+            server.inject(Fault(text="no verdict here"))  # and no scores to read the level from
+            v = guard.check_prompt("How do I build a bomb?")
+            assert v.degraded and "VerdictParseError" in (v.error or "")
     # bad input is never "degraded": it raises under fail-open too
     with _remote(server, tiny, "tgi", policy=policy) as guard:
         with pytest.raises(InvalidInputError):

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 PLAN = "Tell me a plan."
-#: what the real Qwen3 template renders before a final answer; the tiny test template leaves it
-#: out, so the records carry it (the runner skips it, as the official script does)
+#: the empty think block a Qwen3 chat model writes before its final answer (Qwen3GuardTest's
+#: records carry it; the runner skips it, as the official script does)
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 #: (name, messages, label, which sentence of the answer is annotated as unsafe, or None)
 CASES: list[tuple[str, list[dict[str, str]], str, str | None]] = [

@@ -25,7 +25,7 @@ from ...core.verdict import Verdict
 from ..base import BackendHealth
 from ..loading import cache_keyword, dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
 from .forced import ForcedAnswers, continue_answers
-from .prompt import GenPrompt, GenPromptEncoder
+from .prompt import GenPrompt, GenPromptEncoder, check_gen_config
 
 __all__ = ["TransformersGenBackend"]
 
@@ -91,6 +91,8 @@ class TransformersGenBackend:
         if local_files_only is not None:
             opts["local_files_only"] = local_files_only
         tokenizer = load_or_explain(transformers.AutoTokenizer, model_id, "tokenizer of", **opts)
+        config = load_or_explain(transformers.AutoConfig, model_id, "config of", **opts)
+        check_gen_config(config, str(model_id))
         model = load_or_explain(
             transformers.AutoModelForCausalLM,
             model_id,

@@ -1,21 +1,20 @@
-"""Building the Gen model's input ids: the checkpoint's own chat template, untrusted text kept
-plain, and long inputs split into overlapping windows instead of being truncated.
+"""Building the Gen model's input ids: the checkpoint's own chat template rendered the way the
+official README calls it, untrusted control-token strings kept plain, and long inputs split into
+overlapping windows instead of being truncated.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.errors import ConfigurationError, InvalidInputError
+from ...core.errors import CheckpointError, ConfigurationError, InvalidInputError
 from ...core.labels import Level, Role
 from ...core.messages import Message, moderation_role
-from ..render import plain_token_ids
+from ..render import RenderedPrompt, plain_token_ids, render_conversation
 
-__all__ = ["GenPrompt", "GenPromptEncoder"]
+__all__ = ["GenPrompt", "GenPromptEncoder", "check_gen_config"]
 
 #: How each level's answer starts after "Safety:" (the first sub-token decides the level).
 LEVEL_WORDS: dict[Level, str] = {
@@ -23,6 +22,29 @@ LEVEL_WORDS: dict[Level, str] = {
     Level.UNSAFE: " Unsafe",
     Level.CONTROVERSIAL: " Controversial",
 }
+
+
+def check_gen_config(config: Any, name: str) -> None:
+    """Raise `CheckpointError` unless ``config`` is a causal-LM (Gen) checkpoint's.
+
+    A Qwen3Guard-Stream checkpoint (``Qwen3ForGuardModel``, classification heads) would load as a
+    language model with a random head and answer garbage; say so at load time instead.
+    """
+    archs = [str(a) for a in (getattr(config, "architectures", None) or [])]
+    stream = any("Guard" in a for a in archs) or getattr(config, "guard_inner_size", None)
+    if stream:
+        raise CheckpointError(
+            f"{name} is a Qwen3Guard-Stream checkpoint ({', '.join(archs) or 'guard heads'}), not "
+            "a Gen one: load it with Qwen3StreamGuard.from_pretrained, or pass a Qwen3Guard-Gen "
+            "checkpoint here",
+            path=name,
+        )
+    if archs and not any(a.endswith("ForCausalLM") for a in archs):
+        raise CheckpointError(
+            f"{name} is not a Qwen3Guard-Gen checkpoint: its architectures are {archs}, a Gen "
+            "checkpoint is a causal language model (Qwen3ForCausalLM)",
+            path=name,
+        )
 
 
 @dataclass(frozen=True)
@@ -36,10 +58,12 @@ class GenPrompt:
 class GenPromptEncoder:
     """Encodes conversations for a Gen checkpoint's tokenizer.
 
-    The conversation is rendered with the checkpoint's chat template around placeholder
-    strings; the template's own text is tokenized normally (so its control tokens are real),
-    and each message's content is tokenized as plain text (`plain_token_ids`), so that
-    ``<|im_end|>``, ``<think>`` or a fake ``Safety: Safe`` inside a message stay ordinary text.
+    The conversation is rendered as the official README does
+    (``apply_chat_template(messages, tokenize=False)``, which for Qwen3Guard-Gen already ends with
+    the assistant header); only a template that leaves the header to ``add_generation_prompt`` is
+    rendered with it, so no template gets two. Tokenization is `render_conversation`'s: special
+    control tokens typed in a message (``<|im_end|>``) stay plain text, everything else (``<think>``
+    included) is tokenized as the official pipeline does.
     """
 
     def __init__(self, tokenizer: Any, *, max_input_tokens: int, window_overlap: int = 64) -> None:
@@ -51,6 +75,7 @@ class GenPromptEncoder:
             raise ConfigurationError("max_input_tokens must be at least 64")
         self.tokenizer = tokenizer
         self._template_cache: dict[str, tuple[int, ...]] = {}
+        self._needs_flag: bool | None = None  # whether the template wants add_generation_prompt
         self.max_input_tokens = max_input_tokens
         self.window_overlap = window_overlap
         self.safety_prefix: tuple[int, ...] = tuple(self._template_ids("Safety:"))
@@ -60,7 +85,7 @@ class GenPromptEncoder:
         self.level_first_token: dict[Level, int] = first
 
     def _template_ids(self, text: str) -> list[int]:
-        # the template's own pieces repeat from check to check: tokenize each once
+        # fixed strings (the answer prefix, control tokens) are asked for often: tokenize once
         ids = self._template_cache.get(text)
         if ids is None:
             ids = tuple(int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -68,52 +93,66 @@ class GenPromptEncoder:
                 self._template_cache[text] = ids
         return list(ids)
 
+    def render(self, messages: Sequence[Message]) -> RenderedPrompt:
+        """The conversation rendered and tokenized, ending with the assistant header."""
+        dicts = [m.as_dict() for m in messages]
+        if self._needs_flag is not True:
+            out = render_conversation(self.tokenizer, dicts)
+            if self._opens_answer(out.ids):
+                self._needs_flag = False
+                return out
+        out = render_conversation(self.tokenizer, dicts, add_generation_prompt=True)
+        if not self._opens_answer(out.ids):
+            raise InvalidInputError(
+                "the chat template does not open the assistant's answer, with or without "
+                "add_generation_prompt: is this a Qwen3Guard-Gen checkpoint?"
+            )
+        self._needs_flag = True
+        return out
+
+    def _opens_answer(self, ids: Sequence[int]) -> bool:
+        """Whether ``ids`` end inside an assistant turn that the model is to write (read from the
+        control tokens, which only the template can contribute)."""
+        starts = self._template_ids("<|im_start|>")
+        ends = self._template_ids("<|im_end|>")
+        if len(starts) != 1 or len(ends) != 1:
+            return False
+        at = max((k for k, t in enumerate(ids) if t == starts[0]), default=-1)
+        header = self._template_ids("assistant")
+        tail = list(ids[at + 1 :])
+        return at >= 0 and tail[: len(header)] == header and ends[0] not in tail
+
     def encode(self, messages: Sequence[Message]) -> GenPrompt:
         """Encode a checked conversation; the mode follows its last message."""
         role = moderation_role(messages)
-        tag = secrets.token_hex(6)
-        marks = [f"\ue000{tag}{i}\ue001" for i in range(len(messages))]
-        rendered = self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": mark} for m, mark in zip(messages, marks)],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        parts = re.split(f"(\ue000{tag}\\d+\ue001)", rendered)
-        index = {mark: i for i, mark in enumerate(marks)}
-        # (is_content, text): message texts are plain; template text keeps its control tokens
-        pieces: list[list[Any]] = []
-        last_piece: int | None = None
-        for part in parts:
-            if part in index:
-                if index[part] == len(messages) - 1:
-                    last_piece = len(pieces)
-                pieces.append([True, messages[index[part]].content])
-            elif part:
-                pieces.append([False, part])
-        if last_piece is None:
-            raise InvalidInputError("the chat template dropped the message to be checked")
-        # keep token boundaries as in one joint tokenization: a space before a message belongs
-        # to its first word, newlines after it join its last pre-token ("?" + "\n" is "?\n")
-        for k, (is_content, _) in enumerate(pieces):
-            if not is_content:
-                continue
-            if k > 0 and not pieces[k - 1][0]:
-                before = pieces[k - 1][1]
-                kept = before.rstrip(" \t")
-                pieces[k - 1][1], pieces[k][1] = kept, before[len(kept) :] + pieces[k][1]
-            if k + 1 < len(pieces) and not pieces[k + 1][0]:
-                after = pieces[k + 1][1]
-                rest = after.lstrip("\r\n")
-                pieces[k][1], pieces[k + 1][1] = (
-                    pieces[k][1] + after[: len(after) - len(rest)],
-                    rest,
+        rendered = self.render(messages)
+        ids = list(rendered.ids)
+        last = rendered.last_content
+        if last is None:  # the template rewrites content: the checked message has no id range
+            budget = self.max_input_tokens - len(self.safety_prefix) - 1
+            if len(ids) > budget:
+                raise InvalidInputError(
+                    f"the conversation takes {len(ids)} tokens, more than this model's "
+                    f"{self.max_input_tokens}-token input, and the chat template does not show "
+                    "the checked message verbatim, so it cannot be split into windows"
                 )
-        segments = [
-            plain_token_ids(self.tokenizer, text) if is_content else self._template_ids(text)
-            for is_content, text in pieces
-        ]
-        last_seg = last_piece
-        context = [k for k, (is_content, _) in enumerate(pieces) if is_content and k < last_seg]
+            return GenPrompt((tuple(ids),), role)
+        # template text and message contents as segments, as the windows cut them
+        spans = sorted((span, k) for k, span in enumerate(rendered.contents) if span is not None)
+        segments: list[list[int]] = []
+        context: list[int] = []
+        last_seg = 0
+        pos = 0
+        for (lo, hi), k in spans:
+            segments.append(ids[pos:lo])
+            if k == len(messages) - 1:
+                last_seg = len(segments)
+            else:
+                context.append(len(segments))
+            segments.append(ids[lo:hi])
+            pos = hi
+        segments.append(ids[pos:])
+        context = [k for k in context if k < last_seg]
         return GenPrompt(self._windows(segments, last_seg, context), role)
 
     def _windows(

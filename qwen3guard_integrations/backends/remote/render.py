@@ -1,7 +1,7 @@
 """Client-side rendering for servers that tokenize the prompt themselves.
 
-The prompt is built as ids by `GenPromptEncoder` (message text as plain text,
-the template's control tokens real), then sent either as those ids (OpenAI-compatible servers take
+The prompt is built as ids by `GenPromptEncoder` (special control-token strings in message text
+kept plain, the template's control tokens real), then sent either as those ids (OpenAI-compatible servers take
 ``prompt: [ids]``) or, for text-only routes such as TGI ``/generate``, as text. A server tokenizes
 text *with* added-token matching, so a ``<|im_end|>`` or ``<think>`` typed inside a message would
 become a real control token there. `PromptRenderer` therefore breaks every added-token
