@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .lean import LeanStep, _rms
+from .lean import LeanStep, _rms, attention_inputs, finish_layer
 from .slots import SlotPool
 
 __all__ = ["SlotCache", "batched_hidden", "forward_rows"]
@@ -95,17 +95,8 @@ def batched_hidden(
     h = step.backbone.embed_tokens.weight[ids_t]  # [N, H]
     cos, sin = _cos_sin(step, pos_t, h, max(tok_pos))
     for i, L in enumerate(step.layers):
-        x = _rms(torch, L.in_norm, h, L.in_eps)
+        qk, v = attention_inputs(torch, L, h, cos, sin)  # [N, heads, hd]
         hd = L.qk_w.shape[-1]
-        qkv = F.linear(x, L.wqkv).view(len(flat), -1, hd)  # [N, heads, hd]
-        n_qk = L.nq + L.nk
-        qk, v = qkv[:, :n_qk], qkv[:, n_qk:]
-        if qk.dtype == torch.float32:
-            qk = F.rms_norm(qk, (hd,), None, L.qk_eps) * L.qk_w
-        else:
-            y = F.rms_norm(qk.float(), (hd,), None, L.qk_eps)
-            qk = L.qk_w * y.to(qk.dtype)
-        qk = torch.addcmul(qk * cos, qk.roll(hd // 2, -1), sin)
         q, k = qk[:, : L.nq], qk[:, L.nq :]
         kc, vc = pool.keys[i], pool.values[i]
         kc[slot_t, :, pos_t] = k
@@ -128,10 +119,7 @@ def batched_hidden(
             o = o.reshape(b, -1)
         else:
             o = o.transpose(1, 2)[row_t, col_t].reshape(len(flat), -1)
-        h = torch.addmm(h, o, L.wo.t())
-        x = _rms(torch, L.post_norm, h, L.post_eps)
-        gate, up = F.linear(x, L.wgu).split(L.inter, dim=-1)
-        h = torch.addmm(h, L.act(gate) * up, L.wdown.t())
+        h = finish_layer(torch, L, h, o)
     return _rms(torch, step.backbone.norm, h, step._final_eps)
 
 

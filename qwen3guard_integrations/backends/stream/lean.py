@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LeanStep"]
+__all__ = ["LeanStep", "attention_inputs", "finish_layer"]
 
 
 @dataclass
@@ -134,25 +134,38 @@ class LeanStep:
         h = emb[token].view(1, -1)  # [1, H]: one position, batch folded
         cos, sin = self._cos_sin(pos, h[None])
         for i, L in enumerate(self.layers):
-            x = _rms(torch, L.in_norm, h, L.in_eps)
-            hd = L.qk_w.shape[-1]
-            qkv = F.linear(x, L.wqkv).view(1, -1, hd)  # [1, heads, hd] (one position)
-            n_qk = L.nq + L.nk
-            qk, v = qkv[:, :n_qk], qkv[:, n_qk:]
-            if qk.dtype == torch.float32:
-                qk = F.rms_norm(qk, (hd,), None, L.qk_eps) * L.qk_w
-            else:
-                y = F.rms_norm(qk.float(), (hd,), None, L.qk_eps)
-                qk = L.qk_w * y.to(qk.dtype)
-            qk = torch.addcmul(qk * cos, qk.roll(hd // 2, -1), sin)
+            qk, v = attention_inputs(torch, L, h, cos, sin)  # [1, heads, hd] (one position)
             q = qk[:, : L.nq].unsqueeze(2)
             keys, values = cache.update(qk[:, L.nq :].unsqueeze(2), v.unsqueeze(2), i)
             o = F.scaled_dot_product_attention(q, keys, values, scale=L.scaling, enable_gqa=True)
-            h = torch.addmm(h, o.reshape(1, -1), L.wo.t())
-            x = _rms(torch, L.post_norm, h, L.post_eps)
-            gate, up = F.linear(x, L.wgu).split(L.inter, dim=-1)
-            h = torch.addmm(h, L.act(gate) * up, L.wdown.t())
+            h = finish_layer(torch, L, h, o.reshape(1, -1))
         return _rms(torch, self.backbone.norm, h, self._final_eps)
+
+
+def attention_inputs(torch: Any, L: _Layer, h: Any, cos: Any, sin: Any) -> tuple[Any, Any]:
+    """A layer's normed and rotated q and k heads, and its v heads, for hidden states ``h``
+    ``[N, H]`` (cos/sin broadcast over ``[N, 1, hd]``): ``[N, nq + nk, hd]`` and ``[N, nv, hd]``."""
+    F = torch.nn.functional
+    x = _rms(torch, L.in_norm, h, L.in_eps)
+    hd = L.qk_w.shape[-1]
+    qkv = F.linear(x, L.wqkv).view(h.shape[0], -1, hd)
+    n_qk = L.nq + L.nk
+    qk, v = qkv[:, :n_qk], qkv[:, n_qk:]
+    if qk.dtype == torch.float32:
+        qk = F.rms_norm(qk, (hd,), None, L.qk_eps) * L.qk_w
+    else:
+        y = F.rms_norm(qk.float(), (hd,), None, L.qk_eps)
+        qk = L.qk_w * y.to(qk.dtype)
+    return torch.addcmul(qk * cos, qk.roll(hd // 2, -1), sin), v
+
+
+def finish_layer(torch: Any, L: _Layer, h: Any, o: Any) -> Any:
+    """The rest of a layer after attention: the output projection and the MLP, both residual."""
+    F = torch.nn.functional
+    h = torch.addmm(h, o, L.wo.t())
+    x = _rms(torch, L.post_norm, h, L.post_eps)
+    gate, up = F.linear(x, L.wgu).split(L.inter, dim=-1)
+    return torch.addmm(h, L.act(gate) * up, L.wdown.t())
 
 
 def _fuse(torch: Any, modules: list[Any]) -> Any:
