@@ -3,7 +3,8 @@
 ``GEN_CHAT_TEMPLATE`` follows the structure of the Qwen3Guard-Gen template (SPEC section 2): the
 whole conversation becomes one user turn carrying the task header, the safety policy, the category
 list, (response mode) the refusal policy, the conversation as ``USER:`` / ``ASSISTANT:`` lines and
-the output instructions; then the assistant header with an empty think block. The mode follows the
+the output instructions; then, always (as the real template: the official README renders without
+``add_generation_prompt``), the assistant header with an empty think block. The mode follows the
 last message. System messages are not shown to the model.
 
 ``STREAM_CHAT_TEMPLATE`` is the plain Qwen3 chat template (SPEC section 3), content-dependent logic
@@ -72,8 +73,10 @@ GEN_CHAT_TEMPLATE = (
     + _jinja_str(_PROMPT_ASK)
     + "{% endif %}"
     "<|im_end|>{{ '\\n' }}"
-    "{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}"
-    "<think>{{ '\\n\\n' }}</think>{{ '\\n\\n' }}{% endif %}"
+    # the real Gen template opens the answer itself, flag or not: the official README calls it
+    # without add_generation_prompt
+    "<|im_start|>assistant{{ '\\n' }}"
+    "<think>{{ '\\n\\n' }}</think>{{ '\\n\\n' }}"
 )
 
 STREAM_CHAT_TEMPLATE = (
