@@ -21,22 +21,20 @@ from qwen3guard_integrations.testing import qwen3_tokenizer
 from qwen3guard_integrations.testing.templates import GEN_CHAT_TEMPLATE, STREAM_CHAT_TEMPLATE
 
 STREAM = qwen3_tokenizer(16384, chat_template=STREAM_CHAT_TEMPLATE)
-#: the tiny Gen template: the assistant header only under add_generation_prompt
-GEN = qwen3_tokenizer(16384, chat_template=GEN_CHAT_TEMPLATE)
+_ALWAYS_HEADER = "<|im_start|>assistant{{ '\\n' }}<think>{{ '\\n\\n' }}</think>{{ '\\n\\n' }}"
 _FLAGGED_HEADER = (
     "{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}"
     "<think>{{ '\\n\\n' }}</think>{{ '\\n\\n' }}{% endif %}"
 )
-#: a Gen template that always appends the header, as the real Qwen3Guard-Gen one does
-ALWAYS = qwen3_tokenizer(
-    16384,
-    chat_template=GEN_CHAT_TEMPLATE.replace(
-        _FLAGGED_HEADER,
-        "<|im_start|>assistant{{ '\\n' }}<think>{{ '\\n\\n' }}</think>{{ '\\n\\n' }}",
-    ),
+assert _ALWAYS_HEADER in GEN_CHAT_TEMPLATE
+#: a Gen template that opens the answer only under add_generation_prompt
+GEN = qwen3_tokenizer(
+    16384, chat_template=GEN_CHAT_TEMPLATE.replace(_ALWAYS_HEADER, _FLAGGED_HEADER)
 )
+#: the tiny Gen template: it always opens the answer, as the real Qwen3Guard-Gen one does
+ALWAYS = qwen3_tokenizer(16384, chat_template=GEN_CHAT_TEMPLATE)
 SPECIAL = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
-GEN_KW = {"add_generation_prompt": True}  # how the tiny Gen template is called officially
+GEN_KW = {"add_generation_prompt": True}  # how a flag-only template must be called
 STREAM_KW = {"add_generation_prompt": True, "enable_thinking": False}
 
 
