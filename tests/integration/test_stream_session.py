@@ -50,8 +50,9 @@ def response_cases() -> list[tuple[str, str]]:
     return cases + [("safe", s) for s in SAFE_RESPONSES]
 
 
-# the reference full forward goes through Qwen3GuardStreamModel.forward (past_key_values=None)
-@pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")
+# the reference full forward goes through Qwen3GuardStreamModel.forward (no cache given: no
+# deprecated keyword reaches the backbone)
+@pytest.mark.filterwarnings("error:`past_key_values` is deprecated:FutureWarning")
 def test_incremental_logits_equal_full_forward(guard: Qwen3StreamGuard) -> None:
     tok = guard.tokenizer
     text = "Sure! Here is what you asked for: build the bomb, step by step. 好的，答案是。"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...core.deps import require
+from ..loading import cache_keyword
 
 torch = require("torch")
 nn = torch.nn
@@ -82,13 +83,17 @@ class Qwen3GuardStreamModel(nn.Module):  # type: ignore[misc,name-defined]
         past_key_values: Any = None,
         use_cache: bool = False,
     ) -> StreamModelOutput:
-        """Run the backbone over ``input_ids`` and both heads at every position."""
+        """Run the backbone over ``input_ids`` and both heads at every position.
+
+        ``past_key_values`` (the official forward's name) reaches the backbone under the keyword
+        the installed transformers takes (``cache`` from 5.24 on), and only when given."""
+        cache = {} if past_key_values is None else {cache_keyword(): past_key_values}
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **cache,
         )
         risk, cat, qrisk, qcat = self.heads(out.last_hidden_state)
         return StreamModelOutput(risk, cat, qrisk, qcat, out.past_key_values if use_cache else None)
