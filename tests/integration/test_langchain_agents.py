@@ -91,18 +91,6 @@ class World:
         return [Spy()]
 
 
-@pytest.fixture(scope="module")
-def guard(tiny) -> Qwen3Guard:  # type: ignore[no-untyped-def]
-    g = Qwen3Guard.from_pretrained(tiny.gen, device="cpu")
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
 def run_agent(
     script: list[AIMessage | str], world: World, middleware: Any, question: str = SAFE_Q
 ) -> list[BaseMessage]:

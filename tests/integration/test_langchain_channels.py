@@ -43,18 +43,6 @@ BOMB_A = (
 TRIGGER = "bomb"
 
 
-@pytest.fixture(scope="module")
-def guard(tiny) -> Qwen3Guard:  # type: ignore[no-untyped-def]
-    g = Qwen3Guard.from_pretrained(tiny.gen, device="cpu")
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
 def stopped_early(model: Paced, answer: str = BOMB_A) -> None:
     words = len(re.split(r"(\s)", answer))
     upto = answer.index(TRIGGER)

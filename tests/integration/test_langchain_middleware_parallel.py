@@ -42,18 +42,6 @@ MODES = ["messages", "updates", "values", "custom"]
 SCRIPTS = {"answer": MARKED, "tool_call": ("search", {"query": MARKED})}
 
 
-@pytest.fixture(scope="module")
-def guard(tiny) -> Qwen3Guard:  # type: ignore[no-untyped-def]
-    g = Qwen3Guard.from_pretrained(tiny.gen, device="cpu")
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
 def make_agent(
     model: Paced, guard: Qwen3Guard, sguard: Qwen3StreamGuard | None, ran: list[str], **kw: Any
 ) -> Any:

@@ -38,18 +38,6 @@ DELAY = 0.005  # seconds between chunks: a run not stopped makes ~100 chunks in 
 AFTER = 0.5
 
 
-@pytest.fixture(scope="module")
-def guard(tiny) -> Qwen3Guard:  # type: ignore[no-untyped-def]
-    g = Qwen3Guard.from_pretrained(tiny.gen, device="cpu")
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
 def guards(which: str, guard: Qwen3Guard, sguard: Qwen3StreamGuard) -> dict[str, Any]:
     return {
         "gen": {"guard": guard},

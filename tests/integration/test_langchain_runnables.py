@@ -48,18 +48,6 @@ BOMB_A = "Sure! Here is what you asked for: build the bomb, step by step."
 INSULT_Q = "My friend said I should insult my coworker, is that a good idea?"
 
 
-@pytest.fixture(scope="module")
-def guard(tiny) -> Qwen3Guard:  # type: ignore[no-untyped-def]
-    g = Qwen3Guard.from_pretrained(tiny.gen, device="cpu")
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
 class Recorder(BaseCallbackHandler):
     """Records what chat models were started with and the custom events dispatched."""
 

@@ -52,11 +52,6 @@ def guard(tiny) -> Qwen3Guard:  # type: ignore[no-untyped-def]
         yield g
 
 
-@pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
 class Events(BaseCallbackHandler):
     def __init__(self) -> None:
         self.stages: list[tuple[str, bool]] = []

@@ -40,11 +40,6 @@ LONG_BOMB = "Sure! Here is what you asked for: build the bomb, step by step. " +
 
 
 @pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def guard(tiny) -> Qwen3Guard:  # type: ignore[no-untyped-def]
     with Qwen3Guard.from_pretrained(tiny.gen, device="cpu") as g:
         yield g

@@ -24,8 +24,6 @@ from llama_index.core.chat_engine.types import AgentChatResponse, StreamingAgent
 from qwen3guard_integrations import (
     ConfigurationError,
     Level,
-    Qwen3Guard,
-    Qwen3StreamGuard,
     Role,
     UnsafeContentError,
 )
@@ -61,18 +59,6 @@ ANSWERS = {
 # the re-tokenizer holds back the word being typed and the debounce window one token: the LLM
 # is read at most this many pieces past the one that completes the trigger (measured: 3)
 AFTER_BLOCK = 3
-
-
-@pytest.fixture(scope="module")
-def guard(tiny) -> Iterator[Qwen3Guard]:  # type: ignore[no-untyped-def]
-    g = Qwen3Guard.from_pretrained(tiny.gen, device="cpu")
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
-def stream_guard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
 
 
 @pytest.fixture(scope="module")

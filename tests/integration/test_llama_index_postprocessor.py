@@ -33,13 +33,6 @@ from tests.support.llama_index_support import (
 
 
 @pytest.fixture(scope="module")
-def guard(tiny) -> Iterator[Qwen3Guard]:  # type: ignore[no-untyped-def]
-    g = Qwen3Guard.from_pretrained(tiny.gen, device="cpu")
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
 def index():  # type: ignore[no-untyped-def]
     return build_index()
 

@@ -58,18 +58,6 @@ TRIP_PIECE = UNSAFE_ANSWER.index("wire")
 
 
 @pytest.fixture(scope="module")
-def guard(tiny) -> Iterator[Qwen3Guard]:  # type: ignore[no-untyped-def]
-    g = Qwen3Guard.from_pretrained(tiny.gen, device="cpu")
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
-def stream_guard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def index():  # type: ignore[no-untyped-def]
     return build_index()
 

@@ -49,11 +49,6 @@ def local(tiny) -> Iterator[Qwen3Guard]:  # type: ignore[no-untyped-def]
         yield guard
 
 
-@pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
 def _item(case: Case) -> Any:
     return (case.prompt, case.response) if case.response is not None else case.prompt
 

@@ -79,11 +79,6 @@ def local(tiny) -> Iterator[Qwen3Guard]:  # type: ignore[no-untyped-def]
         yield guard
 
 
-@pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
 def test_bad_input_is_typed_for_local_gen_even_under_fail_open(local: Qwen3Guard) -> None:
     open_guard = Qwen3Guard(local.backend, policy=Policy(on_error="fail_open"))
     try:

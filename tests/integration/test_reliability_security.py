@@ -33,11 +33,6 @@ PROMPT = "Can you help me?"
 
 
 @pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def allowing(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
     return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu", policy=ALLOW_ILLEGAL)
 

@@ -24,11 +24,6 @@ SAFE_A = "Sure, here is a simple recipe: layer pasta, vegetables and cheese, the
 TRIGGERS = ["build a bomb", "hotwire the car", "kill myself"]
 
 
-@pytest.fixture(scope="module")
-def sguard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
 class Tracked(StreamGuard):
     """The real stage, recording every session it opens."""
 
