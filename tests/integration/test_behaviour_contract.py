@@ -31,6 +31,7 @@ from tests.support.contract_cases import (
     prompt_cases,
     response_cases,
 )
+from tests.support.official import generate, load_gen, load_stream
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -38,25 +39,11 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def gen(tiny):  # type: ignore[no-untyped-def]
-    tok = transformers.AutoTokenizer.from_pretrained(tiny.gen, padding_side="left")
-    model = transformers.AutoModelForCausalLM.from_pretrained(tiny.gen).eval()
-    return tok, model
+    return load_gen(tiny.gen)
 
 
 def _generate(gen, convos: list[list[dict[str, str]]]) -> list[str]:  # type: ignore[no-untyped-def]
-    tok, model = gen
-    outs: list[str] = []
-    for i in range(0, len(convos), 32):
-        texts = [
-            tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-            for c in convos[i : i + 32]
-        ]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=64, do_sample=False)
-        width = enc["input_ids"].shape[1]
-        outs += [tok.decode(o[width:], skip_special_tokens=True) for o in out]
-    return outs
+    return generate(gen, convos, batch=32, max_new_tokens=64, add_generation_prompt=True)
 
 
 def test_gen_prompt_rules(gen) -> None:  # type: ignore[no-untyped-def]
@@ -118,14 +105,7 @@ def test_gen_refusal_rule(gen) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def stream(tiny):  # type: ignore[no-untyped-def]
-    from safetensors.torch import load_file
-
-    from qwen3guard_integrations.backends.stream.model import Qwen3GuardStreamModel
-
-    tok = transformers.AutoTokenizer.from_pretrained(tiny.stream)
-    model = Qwen3GuardStreamModel(transformers.AutoConfig.from_pretrained(tiny.stream))
-    model.load_state_dict(load_file(str(tiny.stream / "model.safetensors")))
-    return tok, model.eval()
+    return load_stream(tiny.stream)
 
 
 def test_stream_prompt_head(stream) -> None:  # type: ignore[no-untyped-def]

@@ -35,6 +35,7 @@ from tests.support.fresh_cases import (
     fresh_response_cases,
     rule_table,
 )
+from tests.support.official import forward_padded, generate, load_gen, load_stream
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -62,22 +63,11 @@ def _check(title: str, results: Results) -> None:
 
 @pytest.fixture(scope="module")
 def gen(tiny):  # type: ignore[no-untyped-def]
-    tok = transformers.AutoTokenizer.from_pretrained(tiny.gen, padding_side="left")
-    model = transformers.AutoModelForCausalLM.from_pretrained(tiny.gen).eval()
-    return tok, model
+    return load_gen(tiny.gen)
 
 
 def _generate(gen, convos: list[list[dict[str, str]]]) -> list[str]:  # type: ignore[no-untyped-def]
-    tok, model = gen
-    outs: list[str] = []
-    for i in range(0, len(convos), 48):
-        texts = [tok.apply_chat_template(c, tokenize=False) for c in convos[i : i + 48]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=128, do_sample=False)  # the official budget
-        width = enc["input_ids"].shape[1]
-        outs += [tok.decode(o[width:], skip_special_tokens=True) for o in out]
-    return outs
+    return generate(gen, convos, batch=48, max_new_tokens=128)  # the official budget
 
 
 def test_gen_prompt_accuracy(gen) -> None:  # type: ignore[no-untyped-def]
@@ -113,25 +103,7 @@ def test_gen_response_accuracy(gen) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def stream(tiny):  # type: ignore[no-untyped-def]
-    from safetensors.torch import load_file
-
-    from qwen3guard_integrations.backends.stream.model import Qwen3GuardStreamModel
-
-    tok = transformers.AutoTokenizer.from_pretrained(tiny.stream)
-    model = Qwen3GuardStreamModel(transformers.AutoConfig.from_pretrained(tiny.stream))
-    model.load_state_dict(load_file(str(tiny.stream / "model.safetensors")))
-    return tok, model.eval()
-
-
-def _forward(model, rows: list[list[int]], pad: int):  # type: ignore[no-untyped-def]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    with torch.no_grad():
-        return model(ids, attention_mask=mask)
+    return load_stream(tiny.stream)
 
 
 def test_stream_prompt_accuracy(stream) -> None:  # type: ignore[no-untyped-def]
@@ -150,7 +122,7 @@ def test_stream_prompt_accuracy(stream) -> None:  # type: ignore[no-untyped-def]
             )["input_ids"]
             for _, _, c in chunk
         ]
-        out = _forward(model, rows, tok.pad_token_id)
+        out = forward_padded(model, rows, tok.pad_token_id)
         for b, ((rule, lang, convo), ids) in enumerate(zip(chunk, rows)):
             at = max(i for i, t in enumerate(ids) if t == im_end)  # closes the last user turn
             level = STREAM_RISK_LEVEL_ORDER[int(out.query_risk_level_logits[b, at].argmax())]
@@ -186,7 +158,7 @@ def test_stream_response_accuracy(stream) -> None:  # type: ignore[no-untyped-de
             rows.append(prefix + ids)
             starts.append(len(prefix))
             expected.append(expected_stream_levels(pieces))
-        out = _forward(model, rows, tok.pad_token_id)
+        out = forward_padded(model, rows, tok.pad_token_id)
         for b, (rule, lang, _) in enumerate(chunk):
             lo_, hi = starts[b], len(rows[b])
             levels = [
