@@ -129,7 +129,6 @@ class StreamEngine(SessionBook):
         self._tokens = 0  # cached plus reserved positions of live sessions
         self._last_batch = 0
         self.counters = EngineCounters()
-        self._counts = self.counters.counts
 
     @staticmethod
     def supports(runner: StreamRunner) -> bool:
@@ -319,7 +318,7 @@ class StreamEngine(SessionBook):
                 self._last_batch = len(batch)
                 for (job, n), out, err in zip(batch, outs, errors):
                     if err is not None:
-                        self._counts["failed"] += 1
+                        self.counters.counts["failed"] += 1
                         self._fail_locked(job, err)
                         continue
                     job.chunks.append(out)

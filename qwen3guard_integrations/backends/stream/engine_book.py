@@ -41,7 +41,6 @@ class SessionBook:
     _tokens: int
     _closed: bool
     _worker_go: bool
-    _counts: dict[str, int]
 
     def open(self) -> EngineSession:
         """A new session (a free slot); `EngineFullError` when ``max_sessions`` are live."""
@@ -55,7 +54,7 @@ class SessionBook:
                 if len(self._live) < self.max_sessions:
                     handle = EngineSession(next(self._ids))
                     self._live[handle.id] = handle
-                    self._counts["opened"] += 1
+                    self.counters.counts["opened"] += 1
                     break
                 left = deadline - time.monotonic()
                 if self.on_full == "error" or left <= 0:
@@ -167,7 +166,7 @@ class SessionBook:
         with self._pool_lock, self._cond:
             if handle.state == "open" and not handle.busy:
                 handle.state = "evicted"
-                self._counts["evicted"] += 1
+                self.counters.counts["evicted"] += 1
                 self._drop_locked(handle)
 
     def _evict_idle(self) -> None:
