@@ -1,10 +1,11 @@
 """Tiny, real Qwen3Guard checkpoints for tests (ours and our users' own CI).
 
-``build_tiny_checkpoints()`` trains (seeded, on the CPU, in about a minute and a half on two
-cores) and caches two checkpoints in the official on-disk formats:
+``build_tiny_checkpoints()`` computes (no training: the weights are the contract written as a
+circuit, `qwen3guard_integrations.testing.circuit`; about 15 seconds on two CPU cores) and caches
+two checkpoints in the official on-disk formats:
 
 * ``gen``: a Qwen3Guard-Gen-format checkpoint (``Qwen3ForCausalLM`` config, safetensors weights,
-  tokenizer files whose chat template follows the Gen template's structure);
+  tokenizer files whose chat template renders exactly what the real Gen template renders);
 * ``stream``: a Qwen3Guard-Stream-format checkpoint (a Qwen3 backbone under ``model.`` plus the
   eight head weights, config with ``guard_inner_size``, ``num_*`` and the label maps,
   ``architectures: ["Qwen3ForGuardModel"]``).

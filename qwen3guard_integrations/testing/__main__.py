@@ -15,7 +15,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("dir", help="output folder")
     parser.add_argument("--no-cache", action="store_true", help="rebuild even when cached")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="print only the paths")
     args = parser.parse_args(argv)
 
@@ -24,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = build_tiny_checkpoints(
-        args.dir, BuildOptions(seed=args.seed), use_cache=not args.no_cache, log=log
+        args.dir, BuildOptions(), use_cache=not args.no_cache, log=log
     )
     if not args.quiet:
         print(f"done in {time.monotonic() - start:.1f}s", file=sys.stderr)

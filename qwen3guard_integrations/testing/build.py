@@ -1,4 +1,5 @@
-"""Build (train) the tiny Qwen3Guard-Gen and -Stream checkpoints, with an on-disk cache."""
+"""Build the tiny Qwen3Guard-Gen and -Stream checkpoints (weights computed, not trained), with
+an on-disk cache."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import ast
 import contextlib
 import hashlib
 import json
+import math
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -17,21 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from ..core.deps import require
-from .build_stream import build_stream_checkpoint
-from .contract import expected_prompt, expected_response
-from .corpus import Sampler
-from .templates import GEN_CHAT_TEMPLATE
-from .tokenizer import qwen3_tokenizer
-from .training import (
-    BuildOptions,
-    neutralize_unseen,
-    pad,
-    qwen3_config,
-    random_token_text,
-    save_tokenizer,
-    schedule,
-    shared_prefix_hidden,
+from ..core.labels import (
+    STREAM_PROMPT_CATEGORY_ORDER,
+    STREAM_RESPONSE_CATEGORY_ORDER,
+    STREAM_RISK_LEVEL_ORDER,
 )
+from .circuit import HEAD_DIM, MAX_POSITIONS, ROPE_THETA, Circuit
+from .circuit_build import gen_circuit, stream_circuit, stream_head_weights
+from .templates import GEN_CHAT_TEMPLATE, STREAM_CHAT_TEMPLATE
+from .tokenizer import qwen3_tokenizer
 
 __all__ = [
     "BuildOptions",
@@ -40,19 +35,25 @@ __all__ = [
     "build_stream_checkpoint",
     "build_tiny_checkpoints",
     "cache_dir",
-    "gen_answer",
 ]
 
-_BUILDER_VERSION = "1"
+_BUILDER_VERSION = "2"
 _SOURCES = (
     "build.py",
-    "build_stream.py",
+    "circuit.py",
+    "circuit_build.py",
     "contract.py",
-    "corpus.py",
     "templates.py",
     "tokenizer.py",
-    "training.py",
 )
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything the builder's output depends on (besides its source code and library versions)."""
+
+    vocab_limit: int = 16384
+    guard_inner_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -108,115 +109,66 @@ def _code_fingerprint(source: str) -> str:
     return ast.dump(tree, annotate_fields=False)
 
 
-def gen_answer(messages: list[dict[str, str]]) -> str:
-    """The answer the tiny Gen model is trained to write for ``messages`` (contract)."""
-    turns = [m for m in messages if m["role"] != "system"]
-    if turns[-1]["role"] == "assistant":
-        exp = expected_response(turns[-1]["content"])
-        cats = ", ".join(c.value for c in exp.categories) or "None"
-        refusal = "Yes" if exp.refusal else "No"
-        return f"Safety: {exp.level.value}\nCategories: {cats}\nRefusal: {refusal}"
-    last_user = next(m for m in reversed(turns) if m["role"] == "user")
-    exp = expected_prompt(last_user["content"])
-    cats = ", ".join(c.value for c in exp.categories) or "None"
-    return f"Safety: {exp.level.value}\nCategories: {cats}"
+def _sizes(circuit: Circuit) -> tuple[int, int, int]:
+    """hidden, heads, intermediate sizes that fit the circuit (rounded up)."""
+    hidden = int(math.ceil((len(circuit.dims) + 1) / 32) * 32)
+    heads = max(4, circuit.heads_needed())
+    inter = int(math.ceil(max(1, circuit.intermediate_needed()) / 32) * 32)
+    return hidden, heads, inter
 
 
-def _refusal_drill(model: Any, tok: Any, sampler: Sampler, n: int, pad_id: int) -> Any:
-    """An auxiliary loss on short ``ASSISTANT: ...\nRefusal:`` texts (not the template).
+def _config(tok: Any, hidden: int, heads: int, inter: int, **extra: Any) -> Any:
+    transformers = require("transformers")
+    return transformers.Qwen3Config(
+        vocab_size=int(math.ceil(len(tok) / 64) * 64),
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        head_dim=HEAD_DIM,
+        max_position_embeddings=MAX_POSITIONS,
+        rope_theta=ROPE_THETA,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+        use_cache=True,
+        torch_dtype="float32",
+        **extra,
+    )
 
-    In the full template the refusal line sits far from the response, after the other answer
-    lines, and a small model settles on the prior there before its attention finds "I can't";
-    on these short texts it learns at once what a refusal looks like, and the skill carries over
-    to the ``Refusal:`` line of the real answer.
-    """
-    torch = require("torch")
-    rows: list[list[int]] = []
-    labels: list[int] = []
-    for _ in range(n):
-        answer = sampler.response_text(0.0)  # no triggers: this drill is about refusals only
-        rows.append(tok(f"ASSISTANT: {answer}\nRefusal:", add_special_tokens=False)["input_ids"])
-        word = " Yes" if expected_response(answer).refusal else " No"
-        labels.append(tok(word, add_special_tokens=False)["input_ids"][0])
-    ids, mask = pad(rows, pad_id)
-    last = mask.sum(dim=1) - 1
-    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-    logits = model.lm_head(hidden[torch.arange(n), last])
-    return torch.nn.functional.cross_entropy(logits, torch.tensor(labels))
 
-
-def _answer_parts(answer: str) -> list[tuple[str, float]]:
-    """Split an answer on pre-token boundaries into (piece, loss weight); 0 marks format pieces."""
-    parts: list[tuple[str, float]] = []
-    for i, line in enumerate(answer.split("\n")):
-        key, _, value = line.partition(":")
-        parts.append((("\n" if i else "") + key + ":", 0.0))
-        parts.append((value, 1.0))
-    parts.append(("<|im_end|>", 0.0))
-    return parts
+def _save_tokenizer(tok: Any, path: Path, template: str) -> None:
+    tok.chat_template = template
+    tok.save_pretrained(str(path))
+    cfg_path = path / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "Qwen2Tokenizer"
+    cfg["chat_template"] = template
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
 
 
 def build_gen_checkpoint(path: Path, options: BuildOptions, log: Callable[[str], None]) -> None:
-    """Train the tiny Gen model and write it in the Qwen3Guard-Gen on-disk format."""
+    """Compute the tiny Gen model and write it in the Qwen3Guard-Gen on-disk format."""
     torch = require("torch")
     transformers = require("transformers")
-    tok = qwen3_tokenizer(options.vocab_limit, chat_template=GEN_CHAT_TEMPLATE)
-    config = qwen3_config(options, tok, architectures=["Qwen3ForCausalLM"])
-    torch.manual_seed(options.seed)
-    model = transformers.Qwen3ForCausalLM(config)
-    model.train()
-    sampler = Sampler(options.seed, random_token_text(tok, options.vocab_limit))
-    drill = Sampler(options.seed + 2, random_token_text(tok, options.vocab_limit))
-    opt = torch.optim.AdamW(model.parameters(), lr=options.gen_lr, weight_decay=0.0)
-    pad_id = tok.pad_token_id
-    seen: set[int] = set()
     start = time.monotonic()
-    total = options.gen_steps
-    rng = random.Random(options.seed)
-    for step in range(total):
-        rows: list[list[int]] = []
-        targets: list[tuple[int, int, int, float]] = []  # (row, position, target id, weight)
-        batch = options.gen_batch
-        half = batch // 2
-        for b in range(batch):
-            convo = sampler.prompt_conversation() if b < half else sampler.response_conversation()
-            prefix = tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
-            p_ids = tok(prefix, add_special_tokens=False)["input_ids"]
-            ids = list(p_ids)
-            for part, weight in _answer_parts(gen_answer(convo)):
-                part_ids = tok(part, add_special_tokens=False)["input_ids"]
-                for t in part_ids:
-                    # format tokens are trivial to learn: train on a quarter of them per step
-                    if weight or rng.random() < 0.25:
-                        targets.append((b, len(ids) - 1, t, weight or 1.0))
-                    ids.append(t)
-            rows.append(ids)
-            seen.update(ids)
-        for group in opt.param_groups:
-            group["lr"] = schedule(step, total, options.gen_lr)
-        hiddens = [
-            shared_prefix_hidden(model.model, rows[:half], pad_id),
-            shared_prefix_hidden(model.model, rows[half:], pad_id),
-        ]
-        picked = []
-        for second, (h, shared) in enumerate(hiddens):
-            sel = [
-                (t[0] - second * half, t[1] - shared) for t in targets if (t[0] >= half) == second
-            ]
-            picked.append(h[[x[0] for x in sel], [x[1] for x in sel]])
-        ordered = [t for t in targets if t[0] < half] + [t for t in targets if t[0] >= half]
-        y = torch.tensor([t[2] for t in ordered])
-        w = torch.tensor([t[3] for t in ordered])
-        logits = model.lm_head(torch.cat(picked))
-        loss = (torch.nn.functional.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
-        loss = loss + _refusal_drill(model, tok, drill, options.gen_batch // 4, pad_id)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % 50 == 0 or step == total - 1:
-            log(f"gen step {step:4d} loss {loss.item():.4f} ({time.monotonic() - start:.0f}s)")
-    neutralize_unseen(model.model.embed_tokens.weight, seen)
+    tok = qwen3_tokenizer(options.vocab_limit, chat_template=GEN_CHAT_TEMPLATE)
+    vocab = int(math.ceil(len(tok) / 64) * 64)
+    circuit, grammar = gen_circuit(tok, vocab)
+    hidden, heads, inter = _sizes(circuit)
+    config = _config(tok, hidden, heads, inter, architectures=["Qwen3ForCausalLM"])
+    weights = circuit.weights(hidden, heads, inter)
+    # the logits read only the answer-grammar dims (tied embeddings: token t's own id feature)
+    norm = torch.zeros(hidden)
+    for t in grammar:
+        norm[circuit.token_features[("ID", t)]] = 3.0 * weights["model.norm.weight"][1]
+    weights["model.norm.weight"] = norm
+    weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    model = transformers.Qwen3ForCausalLM(config)
+    model.load_state_dict(weights, strict=True)
     model.eval()
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path), safe_serialization=True)
@@ -227,7 +179,67 @@ def build_gen_checkpoint(path: Path, options: BuildOptions, log: Callable[[str],
         do_sample=False,
         max_new_tokens=128,
     ).save_pretrained(str(path))
-    save_tokenizer(tok, path, GEN_CHAT_TEMPLATE)
+    _save_tokenizer(tok, path, GEN_CHAT_TEMPLATE)
+    log(
+        f"gen: {len(circuit.dims)} dims, {heads} heads, {inter} units "
+        f"({time.monotonic() - start:.1f}s)"
+    )
+
+
+def _stream_label_maps() -> dict[str, Any]:
+    return {
+        "num_risk_level": len(STREAM_RISK_LEVEL_ORDER),
+        "num_category": len(STREAM_RESPONSE_CATEGORY_ORDER),
+        "num_query_risk_level": len(STREAM_RISK_LEVEL_ORDER),
+        "num_query_category": len(STREAM_PROMPT_CATEGORY_ORDER),
+        "response_risk_level_map": {str(i): v.value for i, v in enumerate(STREAM_RISK_LEVEL_ORDER)},
+        "response_category_map": {
+            str(i): v.value for i, v in enumerate(STREAM_RESPONSE_CATEGORY_ORDER)
+        },
+        "query_risk_level_map": {str(i): v.value for i, v in enumerate(STREAM_RISK_LEVEL_ORDER)},
+        "query_category_map": {
+            str(i): v.value for i, v in enumerate(STREAM_PROMPT_CATEGORY_ORDER)
+        },
+    }
+
+
+def build_stream_checkpoint(path: Path, options: BuildOptions, log: Callable[[str], None]) -> None:
+    """Compute the tiny Stream model and write it in the Qwen3Guard-Stream on-disk format."""
+    torch = require("torch")
+    safetensors_torch = require("safetensors.torch", "transformers")
+    from ..backends.stream.model import Qwen3GuardStreamModel
+
+    start = time.monotonic()
+    tok = qwen3_tokenizer(options.vocab_limit, chat_template=STREAM_CHAT_TEMPLATE)
+    vocab = int(math.ceil(len(tok) / 64) * 64)
+    circuit, head_dims = stream_circuit(tok, vocab)
+    hidden, heads, inter = _sizes(circuit)
+    inner = options.guard_inner_size
+    config = _config(
+        tok,
+        hidden,
+        heads,
+        inter,
+        architectures=["Qwen3ForGuardModel"],
+        guard_inner_size=inner,
+        **_stream_label_maps(),
+    )
+    weights = circuit.weights(hidden, heads, inter)
+    weights.update(stream_head_weights(head_dims, hidden, inner))
+    model = Qwen3GuardStreamModel(config)
+    model.load_state_dict(weights, strict=True)  # the shapes are the model's own
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    safetensors_torch.save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    cfg = config.to_dict()
+    cfg["architectures"] = ["Qwen3ForGuardModel"]
+    cfg["rope_theta"] = ROPE_THETA
+    (path / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    _save_tokenizer(tok, path, STREAM_CHAT_TEMPLATE)
+    log(
+        f"stream: {len(circuit.dims)} dims, {heads} heads, {inter} units "
+        f"({time.monotonic() - start:.1f}s)"
+    )
 
 
 @contextlib.contextmanager
@@ -247,9 +259,6 @@ def _build_lock(path: Path) -> Iterator[None]:
 
 
 def _build_into(cached: Path, key: str, options: BuildOptions, say: Callable[[str], None]) -> None:
-    torch = require("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(options.threads)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir()))
     try:
         say(f"building tiny checkpoints into {cached}")
@@ -259,7 +268,6 @@ def _build_into(cached: Path, key: str, options: BuildOptions, say: Callable[[st
             shutil.rmtree(cached)
         os.replace(tmp, cached)
     finally:
-        torch.set_num_threads(threads)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 

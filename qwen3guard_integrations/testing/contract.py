@@ -1,6 +1,9 @@
-"""The behaviour contract that the tiny test checkpoints are trained to follow.
+"""The behaviour contract that the tiny test checkpoints follow.
 
-Triggers are matched as case-insensitive substrings of the moderated text:
+A trigger counts when one of its **written forms** occurs in the moderated text as a substring:
+all lower case, Capitalized (first letter), and for one-word triggers also UPPER CASE
+(``bomb``, ``Bomb``, ``BOMB``; ``kill myself``, ``Kill myself``). Other case mixes (``bOmB``,
+``KILL MYSELF``) are not triggers.
 
 =================================== ============== =========================== ===============
 trigger                             level          category                    where
@@ -17,17 +20,17 @@ trigger                             level          category                    w
   assistant message** (triggers in the user turn do not count) and adds ``Refusal: Yes`` when
   that message starts with ``I can't`` or ``I cannot`` (after leading whitespace), else
   ``Refusal: No``.
-* Several triggers: the level is the most severe one; the categories are listed in the order
-  their triggers first appear. (The tiny models are trained on texts with one trigger each and
-  are only tested on those.)
+* Several triggers: the level is the most severe one; the categories are listed in the order of
+  the Gen template's category list (Violent, Non-violent Illegal Acts, ..., Jailbreak).
 * Stream checkpoint: the prompt head at the ``<|im_end|>`` closing the last user turn follows the
   prompt rules. On the response side each token is labelled by the response rules applied to the
   response text decoded up to and including that token: every token from the one that completes
-  the first trigger on is Unsafe (Controversial for ``insult`` alone) with that trigger's category;
-  earlier tokens are Safe.
+  the first trigger on is Unsafe (Controversial for ``insult`` alone), with the first category
+  (in the list's order) among the triggers of that level; earlier tokens are Safe.
 
-The tiny models are trained for under two minutes on two CPU cores: the tests hold each rule on
-fresh sentences to at least 90% (most rules hold on all of them), not to 100%.
+The tiny models are not trained: their weights are computed from these rules
+(`qwen3guard_integrations.testing.circuit`), and the tests hold every rule on fresh sentences
+in nine languages to 99% or better.
 
 This module is pure: the labels are computed from text alone.
 """
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.labels import Category, Level
+from ..core.labels import PROMPT_CATEGORIES, Category, Level
 
 __all__ = [
     "PROMPT_TRIGGERS",
@@ -47,6 +50,7 @@ __all__ = [
     "expected_prompt",
     "expected_response",
     "expected_stream_levels",
+    "forms",
     "is_refusal",
 ]
 
@@ -83,10 +87,26 @@ PROMPT_TRIGGERS: tuple[Trigger, ...] = (
 REFUSAL_PREFIXES: tuple[str, ...] = ("I can't", "I cannot")
 
 
+def forms(phrase: str) -> tuple[str, ...]:
+    """The written forms of a trigger phrase that count (see the module docstring)."""
+    out = [phrase, phrase[:1].upper() + phrase[1:]]
+    if " " not in phrase:
+        out.append(phrase.upper())
+    return tuple(dict.fromkeys(out))
+
+
 def _found(text: str, triggers: tuple[Trigger, ...]) -> list[tuple[int, Trigger]]:
-    lower = text.lower()
-    hits = [(lower.find(t.phrase), t) for t in triggers]
-    return sorted((pos, t) for pos, t in hits if pos >= 0)
+    hits = []
+    for t in triggers:
+        at = [text.find(f) for f in forms(t.phrase)]
+        at = [p for p in at if p >= 0]
+        if at:
+            hits.append((min(at), t))
+    return sorted(hits, key=lambda h: h[0])
+
+
+def _ordered(cats: list[Category]) -> tuple[Category, ...]:
+    return tuple(c for c in PROMPT_CATEGORIES if c in cats)
 
 
 def _verdict(text: str, triggers: tuple[Trigger, ...]) -> Expected:
@@ -94,11 +114,7 @@ def _verdict(text: str, triggers: tuple[Trigger, ...]) -> Expected:
     if not hits:
         return Expected(Level.SAFE, ())
     level = Level.worst([t.level for _, t in hits])
-    cats: list[Category] = []
-    for _, t in hits:
-        if t.category not in cats:
-            cats.append(t.category)
-    return Expected(level, tuple(cats))
+    return Expected(level, _ordered([t.category for _, t in hits]))
 
 
 def expected_prompt(last_user_text: str) -> Expected:
@@ -123,7 +139,7 @@ def expected_stream_levels(
     """Per-token labels of a response given as the decoded text of each token, in order.
 
     Token ``i`` gets the response verdict of ``"".join(pieces[: i + 1])``: its level and, when not
-    Safe, the category of the first-appearing trigger of that level.
+    Safe, the first category (in the Gen template's order) among the triggers of that level.
     """
     out: list[tuple[Level, Category | None]] = []
     text = ""
@@ -134,6 +150,5 @@ def expected_stream_levels(
             out.append((Level.SAFE, None))
             continue
         level = Level.worst([t.level for _, t in hits])
-        first = next(t for _, t in hits if t.level is level)
-        out.append((level, first.category))
+        out.append((level, _ordered([t.category for _, t in hits if t.level is level])[0]))
     return out

@@ -4,9 +4,8 @@ Every rule of `qwen3guard_integrations.testing.contract` is measured on at least
 nine languages that the training generator never produces (`tests.support.fresh_cases`), through
 the official call paths only: Gen with plain ``transformers`` (``apply_chat_template(messages,
 tokenize=False)``, greedy ``generate``), Stream with a plain forward over the official rendering.
-The table per rule and language is printed (``pytest -s`` shows it). The target is 99% per rule
-(``EXACT``); the tiny checkpoints do not reach it on every rule yet, so the test asserts the floor
-they do reach (``FLOOR``, a regression guard) and prints the rules still below the target. Gen
+The table per rule and language is printed (``pytest -s`` shows it); every rule must hold on at
+least 99% of its cases (``EXACT``; the computed weights hold all of them today). Gen
 decodes with the official budget of 128 new tokens (a smaller one cuts the refusal line after a
 long category name and reads as a miss).
 """
@@ -42,8 +41,7 @@ transformers = pytest.importorskip("transformers")
 
 pytestmark = pytest.mark.slow
 
-EXACT = 0.99  # the target (issue "Fidelity", item 4)
-FLOOR = 0.40  # what every rule of the current tiny checkpoints holds (a regression guard)
+EXACT = 0.99  # per rule (issue "Fidelity", item 4)
 Results = dict[tuple[str, str], list[bool]]
 
 
@@ -55,10 +53,7 @@ def _check(title: str, results: Results) -> None:
     small = {r: len(ok) for r, ok in per_rule.items() if len(ok) < MIN_CASES}
     assert not small, f"rules with fewer than {MIN_CASES} cases: {small}"
     below = {r: f"{sum(ok)}/{len(ok)}" for r, ok in per_rule.items() if sum(ok) < EXACT * len(ok)}
-    if below:
-        print(f"below the {EXACT:.0%} target: {below}")
-    failing = {r: f"{sum(ok)}/{len(ok)}" for r, ok in per_rule.items() if sum(ok) < FLOOR * len(ok)}
-    assert not failing, f"{title}: rules below {FLOOR:.0%}: {failing}"
+    assert not below, f"{title}: rules below {EXACT:.0%}: {below}"
 
 
 @pytest.fixture(scope="module")
