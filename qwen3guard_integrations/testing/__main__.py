@@ -22,9 +22,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.monotonic()
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    out = build_tiny_checkpoints(
-        args.dir, BuildOptions(), use_cache=not args.no_cache, log=log
-    )
+    out = build_tiny_checkpoints(args.dir, BuildOptions(), use_cache=not args.no_cache, log=log)
     if not args.quiet:
         print(f"done in {time.monotonic() - start:.1f}s", file=sys.stderr)
     print(out.gen)

@@ -197,9 +197,7 @@ def _stream_label_maps() -> dict[str, Any]:
             str(i): v.value for i, v in enumerate(STREAM_RESPONSE_CATEGORY_ORDER)
         },
         "query_risk_level_map": {str(i): v.value for i, v in enumerate(STREAM_RISK_LEVEL_ORDER)},
-        "query_category_map": {
-            str(i): v.value for i, v in enumerate(STREAM_PROMPT_CATEGORY_ORDER)
-        },
+        "query_category_map": {str(i): v.value for i, v in enumerate(STREAM_PROMPT_CATEGORY_ORDER)},
     }
 
 

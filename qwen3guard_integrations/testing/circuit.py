@@ -50,11 +50,11 @@ HEAD_DIM = 32
 ROPE_THETA = 100_000.0
 OFFSET_AMPLITUDE = 50.0  # per RoPE pair: >= 30 logits between offset j and any other offset
 RECENCY_SCALE = 1.8e6  # score of an event; falls ~26 logits per position of distance
-MAX_POSITIONS = 32768
+MAX_POSITIONS = 8192
 
 #: A token predicate: ("F", form) contains; ("S", form, b) ends with form[:b]; ("M", form, a, b)
 #: equals form[a:b]; ("E", form, a) starts with form[a:]; ("A", form, b) is whitespace then
-#: form[:b]; ("ID", token_id); ("NL",) ends with a newline; ("WS",) only whitespace.
+#: form[:b]; ("ID", token_id); ("NL",) ends with a newline; ("WS",) only whitespace; ("ANY",).
 Feature = tuple[Any, ...]
 
 
@@ -66,6 +66,8 @@ def holds(feature: Feature, text: str, token_id: int) -> bool:
         return text.endswith("\n")
     if kind == "WS":
         return bool(text) and text.isspace()
+    if kind == "ANY":
+        return True
     form = feature[1]
     if kind == "F":
         return form in text
@@ -93,7 +95,9 @@ def _covering(offsets: Sequence[tuple[int, int]], start: int, end: int) -> list[
     return [k for k, (s, e) in enumerate(offsets) if e > start and s < end and e > s]
 
 
-def chain_shapes(tok: Any, form: str, lefts: Iterable[str], rights: Iterable[str]) -> set[tuple[int, ...]]:
+def chain_shapes(
+    tok: Any, form: str, lefts: Iterable[str], rights: Iterable[str]
+) -> set[tuple[int, ...]]:
     """Token boundaries (inside ``form``) of every tokenization of ``left + form + right``."""
     shapes: set[tuple[int, ...]] = set()
     rights = list(rights)
@@ -111,7 +115,9 @@ def chain_shapes(tok: Any, form: str, lefts: Iterable[str], rights: Iterable[str
     return shapes
 
 
-def form_chains(form: str, shapes: Iterable[tuple[int, ...]], event: str, *, anchored: bool = False) -> list[Chain]:
+def form_chains(
+    form: str, shapes: Iterable[tuple[int, ...]], event: str, *, anchored: bool = False
+) -> list[Chain]:
     """The chains that spell ``form`` for the given boundary shapes."""
     out = []
     for shape in shapes:
@@ -139,7 +145,7 @@ class Circuit:
     units: list[list[tuple[tuple[str, int, float, float], ...]]] = field(
         default_factory=lambda: [[], []]
     )
-    recency: list[tuple[tuple[str, ...], str, str]] = field(default_factory=list)
+    recency: list[tuple[tuple[str, ...], str, str, tuple[str, ...]]] = field(default_factory=list)
 
     def dim(self, name: str) -> int:
         if name not in self.dims:
@@ -192,13 +198,17 @@ class Circuit:
         )
 
     # ---- layer 1: most recent event --------------------------------------------------------
-    def add_recency(self, events: Sequence[str], copy: str, into: str) -> None:
-        """A head: at each position, ``into`` = feature ``copy`` of the latest ``events`` token."""
-        for name in (*events, copy):
+    def add_recency(
+        self, events: Sequence[str], copy: str, into: str, markers: Sequence[str] = ()
+    ) -> None:
+        """A head: at each position, ``into`` = feature ``copy`` of the latest ``events`` or
+        ``markers`` token. A marker counts as half a position older than it is: on a token that
+        is both, the event wins."""
+        for name in (*events, *markers, copy):
             if name not in self.dims:
                 raise KeyError(f"no dimension {name!r}")
         self.dim(into)
-        self.recency.append((tuple(events), copy, into))
+        self.recency.append((tuple(events), copy, into, tuple(markers)))
 
     # ---- weights ---------------------------------------------------------------------------
     def heads_needed(self) -> int:
@@ -256,13 +266,15 @@ class Circuit:
                 slow = half - 1
                 amp = math.sqrt(RECENCY_SCALE * math.sqrt(D) / D)
                 qn[:], kn[:] = amp, amp
-                for hh, (events, copy, into) in enumerate(self.recency):
+                for hh, (events, copy, into, markers) in enumerate(self.recency):
                     base = hh * D
                     q[base + slow, 0] = 1.0
                     k[base + 0, 0] = 1.0  # the null direction: q is 0 there
-                    for e in events:
-                        k[base + slow, self.dims[e]] = 1000.0 * math.cos(-math.pi / 4)
-                        k[base + slow + half, self.dims[e]] = 1000.0 * math.sin(-math.pi / 4)
+                    older = 0.5 * float(freqs[slow])
+                    for names, angle in ((events, -math.pi / 4), (markers, -math.pi / 4 - older)):
+                        for e in names:
+                            k[base + slow, self.dims[e]] = 1000.0 * math.cos(angle)
+                            k[base + slow + half, self.dims[e]] = 1000.0 * math.sin(angle)
                     v[base, self.dims[copy]] = 1.0
                     o[self.dims[into], base] = 1.0
             w[p + "self_attn.q_proj.weight"] = q

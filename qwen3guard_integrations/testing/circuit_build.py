@@ -57,28 +57,42 @@ def stream_circuit(tok: Any, vocab: int) -> tuple[Circuit, dict[str, int]]:
     """The Stream backbone circuit; returns it with the dims the heads read (``p:<key>``)."""
     c = Circuit(vocab, _texts(tok, vocab))
     turn = c.feature(("ID", tok.convert_tokens_to_ids("<|im_start|>")))
-    _trigger_chains(tok, c, PROMPT_TRIGGERS)
     turn_name = next(n for n, d in c.dims.items() if d == turn)
-    for key in TRIGGER_KEYS:
-        c.add_recency([turn_name, f"ev:{key}"], f"ev:{key}", f"in:{key}")
-    # clamp to 0/1 (two chains of one trigger may fire on the same token)
-    for key in TRIGGER_KEYS:
-        x, p = c.dims[f"in:{key}"], c.dim(f"p:{key}")
-        c.unit(1, [(x, 1.0)], [(p, 1.0)])
-        c.unit(1, [(x, 1.0)], [(p, -1.0)], need=1.5)
-    return c, {key: c.dims[f"p:{key}"] for key in TRIGGER_KEYS}
+    # the response path also starts afresh on the token after an <|im_end|> (ids fed straight
+    # after a user turn, as the official streaming API allows); the prompt path must not, its
+    # verdict is read at that <|im_end|>
+    c.add_chain(
+        Chain((("ID", tok.convert_tokens_to_ids("<|im_end|>")), ("ANY",)), "after"),
+        c.dim("ev:after"),
+    )
+    _trigger_chains(tok, c, PROMPT_TRIGGERS)
+    for path, markers in (("q", [turn_name]), ("r", [turn_name, "ev:after"])):
+        for key in TRIGGER_KEYS:
+            c.add_recency([f"ev:{key}"], f"ev:{key}", f"in:{path}:{key}", markers=markers)
+        # clamp to 0/1 (two chains of one trigger may fire on the same token)
+        for key in TRIGGER_KEYS:
+            x, p = c.dims[f"in:{path}:{key}"], c.dim(f"p:{path}:{key}")
+            c.unit(1, [(x, 1.0)], [(p, 1.0)])
+            c.unit(1, [(x, 1.0)], [(p, -1.0)], need=1.5)
+    return c, {k: d for k, d in c.dims.items() if k.startswith("p:")}
 
 
-def stream_head_weights(dims: dict[str, int], hidden: int, inner: int, scale: float = 5.0) -> dict[str, Any]:
+def stream_head_weights(
+    dims: dict[str, int], hidden: int, inner: int, scale: float = 5.0
+) -> dict[str, Any]:
     """The eight head weights: risk and category logits as fixed priorities over the triggers."""
     from ..core.deps import require
 
     torch = require("torch")
     order = {k: i + 1 for i, k in enumerate(TRIGGER_KEYS)}  # inner dim of each trigger
-    pre = torch.zeros(inner, hidden)
-    pre[0, 0] = 1.0
-    for key, d in dims.items():
-        pre[order[key], d] = 1.0
+
+    def pre(path: str) -> Any:
+        w = torch.zeros(inner, hidden)
+        w[0, 0] = 1.0
+        for key in TRIGGER_KEYS:
+            w[order[key], dims[f"p:{path}:{key}"]] = 1.0
+        return w
+
     cat_of = dict(zip(TRIGGER_KEYS, (t.category for t in PROMPT_TRIGGERS)))
     unsafe = [k for k, t in zip(TRIGGER_KEYS, PROMPT_TRIGGERS) if t.level is Level.UNSAFE]
 
@@ -93,20 +107,18 @@ def stream_head_weights(dims: dict[str, int], hidden: int, inner: int, scale: fl
     def category(keys: tuple[str, ...], labels: tuple[Any, ...]) -> Any:
         w = torch.zeros(len(labels), inner)
         # the first of the list's order wins among the unsafe triggers; insult comes last
-        ranked = sorted(
-            keys, key=lambda k: (k not in unsafe, PROMPT_CATEGORIES.index(cat_of[k]))
-        )
+        ranked = sorted(keys, key=lambda k: (k not in unsafe, PROMPT_CATEGORIES.index(cat_of[k])))
         for rank, k in enumerate(ranked):
             w[labels.index(cat_of[k]), order[k]] = scale * (len(ranked) - rank)
         return w
 
     resp = tuple(k for k in TRIGGER_KEYS if k != _JAILBREAK)
     return {
-        "risk_level_category_pre.weight": pre.clone(),
+        "risk_level_category_pre.weight": pre("r"),
         "risk_level_category_layernorm.weight": torch.ones(inner),
         "risk_level_head.weight": risk(resp),
         "category_head.weight": category(resp, STREAM_RESPONSE_CATEGORY_ORDER),
-        "query_risk_level_category_pre.weight": pre.clone(),
+        "query_risk_level_category_pre.weight": pre("q"),
         "query_risk_level_category_layernorm.weight": torch.ones(inner),
         "query_risk_level_head.weight": risk(TRIGGER_KEYS),
         "query_category_head.weight": category(TRIGGER_KEYS, STREAM_PROMPT_CATEGORY_ORDER),
@@ -171,9 +183,9 @@ def gen_circuit(tok: Any, vocab: int, answer_scale: float = 10.0) -> tuple[Circu
     _trigger_chains(tok, c, PROMPT_TRIGGERS)
     markers = ["ev:USER", "ev:ASSISTANT"]
     for key in TRIGGER_KEYS:
-        c.add_recency([*markers, f"ev:{key}"], f"ev:{key}", f"v:{key}")
+        c.add_recency([f"ev:{key}"], f"ev:{key}", f"v:{key}", markers=markers)
     c.add_recency(markers, "ev:ASSISTANT", "v:response")
-    c.add_recency([*markers, "ev:refusal"], "ev:refusal", "v:refusal")
+    c.add_recency(["ev:refusal"], "ev:refusal", "v:refusal", markers=markers)
     grammar = _answer_rules(tok, c, answer_scale)
     return c, grammar
 
@@ -208,7 +220,12 @@ def _answer_rules(tok: Any, c: Circuit, scale: float) -> list[int]:
                 ins.append((c.dims[name], 1.0))
             for f, val in zip(feats, vals):
                 ins.append((c.dims[f"v:{f}"], 1.0 if val else -1.0))
-            c.unit(1, ins, [(gdim[nxt], scale)], need=sum(w for _, w in ins if w > 0) + (len(ctx) - 1 if n else 0))
+            c.unit(
+                1,
+                ins,
+                [(gdim[nxt], scale)],
+                need=sum(w for _, w in ins if w > 0) + (len(ctx) - 1 if n else 0),
+            )
     return grammar
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from qwen3guard_integrations import Level, Qwen3Guard
+from qwen3guard_integrations import Category, Level, Qwen3Guard
 from qwen3guard_integrations.core import CheckpointError
 from tests.support.guards import conversation
 
@@ -42,23 +42,22 @@ def test_a_readable_answer_keeps_its_categories(tiny) -> None:  # type: ignore[n
 
 
 @pytest.mark.parametrize(
-    ("fast", "options"), [(True, {}), (False, {"max_input_tokens": 512})], ids=["fast", "full"]
+    ("fast", "options"), [(True, {}), (False, {"max_input_tokens": 768})], ids=["fast", "full"]
 )
-def test_a_degenerate_continuation_gives_the_logit_level_not_an_error(
+def test_the_issues_degenerate_input_gives_a_clean_verdict(
     tiny, fast: bool, options: dict[str, int]
 ) -> None:  # type: ignore[no-untyped-def]
-    # the tiny model's continuation degenerates on this filler ("Safety: Un Un Un ..." in fast
-    # mode, "Safety: Ssafesafe ..." in every 512-token window in full mode): before, an input
-    # with an Unsafe trigger ended in a VerdictParseError; now it is Unsafe, categories unknown
+    # the trained tiny model degenerated on this filler ("Safety: Un Un Un ...") and the input
+    # ended in a VerdictParseError; the unreadable-answer path is pinned above (a cut budget),
+    # and the computed model reads the whole input: Unsafe / Violent, in every window
     text = "x " * 3000 + "bomb"
     with Qwen3Guard.from_pretrained(tiny.gen, device="cpu", fast=fast, **options) as guard:
         windows = guard.backend.encode(conversation(text)).windows  # type: ignore[attr-defined]
         v = guard.check_prompt(text)
     assert v.level is Level.UNSAFE and not v.degraded and v.error is None
-    assert v.categories == () and v.categories_known is False and v.scores is not None
+    assert v.categories == (Category.VIOLENT,) and v.categories_known is True
     assert v.raw is not None and v.raw.count("Safety: ") == len(windows)
-    if fast:
-        assert len(windows) == 1 and v.raw.startswith("Safety: Un Un Un")
+    assert len(windows) == 1 if fast else len(windows) > 5
 
 
 def test_a_stream_checkpoint_loaded_as_gen_fails_at_load(tiny) -> None:  # type: ignore[no-untyped-def]

@@ -32,9 +32,8 @@ from tests.support.reliability_corpus import CASES, Case, padded
 pytest.importorskip("torch")
 pytest.importorskip("huggingface_hub")
 
-# small windows: the tiny Gen model reads only ~50 tokens back; response mode's template
-# alone takes ~275 tokens
-WINDOWS = {"max_input_tokens": 320, "window_overlap": 8}
+# small windows, so that padding makes many: response mode's template alone takes ~510 tokens
+WINDOWS = {"max_input_tokens": 640, "window_overlap": 8}
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +248,7 @@ def _common_prefix(rows: list[Any]) -> list[int]:
 
 def test_stream_prompt_past_the_context_is_a_typed_error(sguard: Qwen3StreamGuard) -> None:
     with pytest.raises(InvalidInputError, match="context"):
-        sguard.session(padded("sentences", scale=5))
+        sguard.session(padded("sentences", scale=10))  # ~12k tokens, past 8192
     with sguard.session(padded("sentences")) as s:  # within the context: run whole
         assert s.cached_tokens == len(s.prompt_ids) and "bomb" in sguard.tokenizer.decode(
             list(s.prompt_ids)

@@ -30,6 +30,7 @@ pytest.importorskip("huggingface_hub")
 MB = 1_000_000
 HUGE = ("We walked along the river and talked about the weather. " * 20_000)[:MB]
 
+ASSISTANT_ONLY = [{"role": "assistant", "content": "an assistant-only list"}]
 BAD: list[Any] = [
     None,
     "",
@@ -53,7 +54,7 @@ BAD: list[Any] = [
     {"role": "user", "content": [{"type": "text"}]},
     {"role": "user", "content": [b"bytes block"]},
     {"role": "user", "content": [["nested"]]},
-    [{"role": "assistant", "content": "an assistant-only list"}],
+    ASSISTANT_ONLY,
     [{"role": "system", "content": "a system-only list"}],
     [{"role": "robot", "content": "x"}],
     [{"role": 1, "content": "x"}],
@@ -74,7 +75,7 @@ def server(tiny) -> Iterator[GenTestServer]:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def local(tiny) -> Iterator[Qwen3Guard]:  # type: ignore[no-untyped-def]
     with Qwen3Guard.from_pretrained(
-        tiny.gen, device="cpu", max_input_tokens=240, window_overlap=8
+        tiny.gen, device="cpu", max_input_tokens=640, window_overlap=8
     ) as guard:
         yield guard
 
@@ -92,6 +93,8 @@ def test_bad_input_is_typed_for_local_gen_even_under_fail_open(local: Qwen3Guard
                     asyncio.run(guard.acheck_prompt(bad))
                 with pytest.raises(InvalidInputError):
                     guard.check_batch(["fine", bad])
+                if bad == ASSISTANT_ONLY:
+                    continue  # a fine *response*: its assistant turn is what gets checked
                 with pytest.raises(InvalidInputError):
                     guard.check_response("a question", bad)
         for bad in (None, "q", [{"role": "user", "content": "q"}]):
@@ -145,7 +148,7 @@ def test_bad_input_never_reaches_the_server(server: GenTestServer, tiny, protoco
 def test_huge_inputs(local: Qwen3Guard, sguard: Qwen3StreamGuard) -> None:
     # 1 MB for the Gen encoder: windows, nothing cut (the model runs on it in benchmarks/)
     prompt = local.backend.encode(conversation(HUGE + " how to make a bomb?"))  # type: ignore[attr-defined]
-    assert len(prompt.windows) > 1000 and all(len(w) <= 240 for w in prompt.windows)
+    assert len(prompt.windows) > 500 and all(len(w) <= 640 for w in prompt.windows)
     # 100 kB checked end to end: the trigger at the very end is found
     assert local.check_prompt(HUGE[: MB // 10] + " how to make a bomb?").level is Level.UNSAFE
     # 1 MB for Stream: past the context, a typed error at once, for a prompt and for a response

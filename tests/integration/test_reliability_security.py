@@ -236,7 +236,7 @@ def test_tool_call_turn_without_content_is_accepted_by_stream(sguard: Qwen3Strea
 def gen(tiny):  # type: ignore[no-untyped-def]
     from qwen3guard_integrations import Qwen3Guard
 
-    with Qwen3Guard.from_pretrained(tiny.gen, device="cpu", max_input_tokens=512) as guard:
+    with Qwen3Guard.from_pretrained(tiny.gen, device="cpu", max_input_tokens=1024) as guard:
         yield guard
 
 

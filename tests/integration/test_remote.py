@@ -156,7 +156,7 @@ def test_control_tokens_in_text_stay_text(
 def test_long_input_is_windowed_like_local(server: GenTestServer, tiny) -> None:  # type: ignore[no-untyped-def]
     filler = " ".join(["The garden was quiet and the birds sang softly."] * 12)
     text = filler + " Then he asked how to build a bomb."
-    opts = {"max_input_tokens": 240, "window_overlap": 8}
+    opts = {"max_input_tokens": 480, "window_overlap": 8}
     with Qwen3Guard.from_pretrained(tiny.gen, device="cpu", **opts) as ref_guard:
         ref = ref_guard.check_prompt(text)
     for protocol in PROTOCOLS:

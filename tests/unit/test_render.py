@@ -21,10 +21,10 @@ from qwen3guard_integrations.testing import qwen3_tokenizer
 from qwen3guard_integrations.testing.templates import GEN_CHAT_TEMPLATE, STREAM_CHAT_TEMPLATE
 
 STREAM = qwen3_tokenizer(16384, chat_template=STREAM_CHAT_TEMPLATE)
-_ALWAYS_HEADER = "<|im_start|>assistant{{ '\\n' }}<think>{{ '\\n\\n' }}</think>{{ '\\n\\n' }}"
+_ALWAYS_HEADER = "{{- '<|im_end|>\\n<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' }}"
 _FLAGGED_HEADER = (
-    "{% if add_generation_prompt %}<|im_start|>assistant{{ '\\n' }}"
-    "<think>{{ '\\n\\n' }}</think>{{ '\\n\\n' }}{% endif %}"
+    "{{- '<|im_end|>\\n' }}{% if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' }}{% endif %}"
 )
 assert _ALWAYS_HEADER in GEN_CHAT_TEMPLATE
 #: a Gen template that opens the answer only under add_generation_prompt
@@ -209,22 +209,22 @@ def test_content_spans_hold_each_shown_message() -> None:
 
 
 def test_long_checked_message_is_split_into_windows_with_the_template_around() -> None:
-    enc = GenPromptEncoder(GEN, max_input_tokens=400, window_overlap=16)
+    enc = GenPromptEncoder(GEN, max_input_tokens=640, window_overlap=16)
     long = " ".join(["word"] * 700) + " bomb"
     windows = enc.encode(msgs(("user", long))).windows
     assert len(windows) > 1
     for w in windows:
         text = GEN.decode(w)
         assert text.startswith("<|im_start|>user\n# Task:") and text.endswith("</think>\n\n")
-        assert len(w) <= 400
+        assert len(w) <= 640
     assert "bomb" in GEN.decode(windows[-1]) and "bomb" not in GEN.decode(windows[0])
 
 
 def test_long_earlier_turns_are_trimmed_as_context() -> None:
-    enc = GenPromptEncoder(GEN, max_input_tokens=400, window_overlap=16)
+    enc = GenPromptEncoder(GEN, max_input_tokens=640, window_overlap=16)
     earlier = "An old story about a quiet river walk. " * 80
     windows = enc.encode(msgs(("user", earlier), ("assistant", "short and bomb"))).windows
-    assert len(windows) == 1 and len(windows[0]) <= 400
+    assert len(windows) == 1 and len(windows[0]) <= 640
     text = GEN.decode(windows[0])
     assert "ASSISTANT: short and bomb" in text and text.count("river walk") < 80
 
