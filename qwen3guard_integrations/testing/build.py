@@ -203,7 +203,7 @@ def _stream_label_maps() -> dict[str, Any]:
 
 def build_stream_checkpoint(path: Path, options: BuildOptions, log: Callable[[str], None]) -> None:
     """Compute the tiny Stream model and write it in the Qwen3Guard-Stream on-disk format."""
-    torch = require("torch")
+    require("torch")
     safetensors_torch = require("safetensors.torch", "transformers")
     from ..backends.stream.model import Qwen3GuardStreamModel
 

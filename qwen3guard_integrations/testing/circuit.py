@@ -28,6 +28,7 @@ The circuit runs in float32 (its attention scores reach ~1e6; bfloat16 would blu
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,21 +55,21 @@ MAX_POSITIONS = 8192
 
 #: A token predicate: ("F", form) contains; ("S", form, b) ends with form[:b]; ("M", form, a, b)
 #: equals form[a:b]; ("E", form, a) starts with form[a:]; ("A", form, b) is whitespace then
-#: form[:b]; ("ID", token_id); ("NL",) ends with a newline; ("WS",) only whitespace; ("ANY",).
+#: form[:b]; ("ID", token_id); ("NL",) ends with a blank line; ("WS",) only whitespace; ("ANY",).
 Feature = tuple[Any, ...]
 
 
 def holds(feature: Feature, text: str, token_id: int) -> bool:
     kind = feature[0]
     if kind == "ID":
-        return token_id == feature[1]
+        return bool(token_id == feature[1])
     if kind == "NL":
-        return text.endswith("\n")
+        return text.endswith("\n\n")
     if kind == "WS":
         return bool(text) and text.isspace()
     if kind == "ANY":
         return True
-    form = feature[1]
+    form: str = feature[1]
     if kind == "F":
         return form in text
     if kind == "S":
@@ -125,7 +126,7 @@ def form_chains(
             out.append(Chain((("A", form, len(form)) if anchored else ("F", form),), event))
             continue
         feats: list[Feature] = [("A", form, shape[0]) if anchored else ("S", form, shape[0])]
-        feats += [("M", form, a, b) for a, b in zip(shape, shape[1:])]
+        feats += [("M", form, a, b) for a, b in itertools.pairwise(shape)]
         feats.append(("E", form, shape[-1]))
         out.append(Chain(tuple(feats), event))
     return out
@@ -223,7 +224,10 @@ class Circuit:
         H, D = hidden, HEAD_DIM
         if len(self.dims) > H:
             raise ValueError(f"the circuit needs {len(self.dims)} dims, hidden_size is {H}")
-        t = lambda *shape: torch.zeros(*shape, dtype=torch.float32)  # noqa: E731
+
+        def t(*shape: int) -> Any:
+            return torch.zeros(*shape, dtype=torch.float32)
+
         w: dict[str, Any] = {}
         emb = t(self.vocab_size, H)
         emb[:, 0] = BIAS

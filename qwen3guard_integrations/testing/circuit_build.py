@@ -25,18 +25,62 @@ TRIGGER_KEYS: tuple[str, ...] = ("bomb", "hotwire", "kill", "jailbreak", "insult
 _JAILBREAK = "jailbreak"
 
 # contexts the trigger forms are tokenized in, to find every way BPE splits them
-_LEFTS = (
-    ["", " ", "  ", "\n", "\t", "'", '"', "(", "[", "-", "_", "/", ".", ",", ":", "*", "#", "1"]
-    + list(string.ascii_letters)
-    + list("我你他是的在了何想教をがにはのとдяжéüñçßàø，。！？：「")
-    + ["如何", "我表哥想", "いとこが", "для ", "to ", "ab", "un", "re"]
-)
-_RIGHTS = (
-    ["", " ", "\n", ".", ",", "!", "?", "'", '"', ")", "-", ":", ";", "1", "s", "ed", "ing", "er"]
-    + list(string.ascii_lowercase)
-    + list("我的，。をはдéü")
-    + [" a", " the", "ly", "es"]
-)
+_LEFTS = [
+    "",
+    " ",
+    "  ",
+    "\n",
+    "\t",
+    "'",
+    '"',
+    "(",
+    "[",
+    "-",
+    "_",
+    "/",
+    ".",
+    ",",
+    ":",
+    "*",
+    "#",
+    "1",
+    *list(string.ascii_letters),
+    *list("我你他是的在了何想教をがにはのとдяжéüñçßàø，。！？：「"),
+    "如何",
+    "我表哥想",
+    "いとこが",
+    "для ",
+    "to ",
+    "ab",
+    "un",
+    "re",
+]
+_RIGHTS = [
+    "",
+    " ",
+    "\n",
+    ".",
+    ",",
+    "!",
+    "?",
+    "'",
+    '"',
+    ")",
+    "-",
+    ":",
+    ";",
+    "1",
+    "s",
+    "ed",
+    "ing",
+    "er",
+    *list(string.ascii_lowercase),
+    *list("我的，。をはдéü"),
+    " a",
+    " the",
+    "ly",
+    "es",
+]
 
 
 def _texts(tok: Any, vocab: int) -> list[str]:
