@@ -152,7 +152,6 @@ def _save_tokenizer(tok: Any, path: Path, template: str) -> None:
 
 def build_gen_checkpoint(path: Path, options: BuildOptions, log: Callable[[str], None]) -> None:
     """Compute the tiny Gen model and write it in the Qwen3Guard-Gen on-disk format."""
-    torch = require("torch")
     transformers = require("transformers")
     start = time.monotonic()
     tok = qwen3_tokenizer(options.vocab_limit, chat_template=GEN_CHAT_TEMPLATE)
@@ -162,10 +161,9 @@ def build_gen_checkpoint(path: Path, options: BuildOptions, log: Callable[[str],
     config = _config(tok, hidden, heads, inter, architectures=["Qwen3ForCausalLM"])
     weights = circuit.weights(hidden, heads, inter)
     # the logits read only the answer-grammar dims (tied embeddings: token t's own id feature)
-    norm = torch.zeros(hidden)
-    for t in grammar:
-        norm[circuit.token_features[("ID", t)]] = 3.0 * weights["model.norm.weight"][1]
-    weights["model.norm.weight"] = norm
+    weights["model.norm.weight"] = circuit.readout_norm(
+        hidden, [circuit.feature(("ID", t)) for t in grammar], gain=3.0
+    )
     weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
     model = transformers.Qwen3ForCausalLM(config)
     model.load_state_dict(weights, strict=True)

@@ -41,6 +41,8 @@ __all__ = [
     "Chain",
     "Circuit",
     "Feature",
+    "Recency",
+    "Unit",
     "chain_shapes",
     "form_chains",
 ]
@@ -100,19 +102,17 @@ def chain_shapes(
     tok: Any, form: str, lefts: Iterable[str], rights: Iterable[str]
 ) -> set[tuple[int, ...]]:
     """Token boundaries (inside ``form``) of every tokenization of ``left + form + right``."""
+    pairs = [(left, right) for left in lefts for right in rights]
+    batch = tok(
+        [left + form + right for left, right in pairs],
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+    )
     shapes: set[tuple[int, ...]] = set()
-    rights = list(rights)
-    for left in lefts:
-        for right in rights:
-            enc = tok(left + form + right, add_special_tokens=False, return_offsets_mapping=True)
-            start, end = len(left), len(left) + len(form)
-            ks = _covering(enc["offset_mapping"], start, end)
-            bounds = tuple(
-                enc["offset_mapping"][k][0] - start
-                for k in ks[1:]
-                if start < enc["offset_mapping"][k][0] < end
-            )
-            shapes.add(bounds)
+    for (left, _), offsets in zip(pairs, batch["offset_mapping"]):
+        start, end = len(left), len(left) + len(form)
+        ks = _covering(offsets, start, end)
+        shapes.add(tuple(offsets[k][0] - start for k in ks[1:] if start < offsets[k][0] < end))
     return shapes
 
 
@@ -132,6 +132,25 @@ def form_chains(
     return out
 
 
+@dataclass(frozen=True)
+class Unit:
+    """An AND unit: fires when ``sum(w * x for x, w in ins) >= need``; then adds ``outs``."""
+
+    ins: tuple[tuple[int, float], ...]
+    outs: tuple[tuple[int, float], ...]
+    need: float
+
+
+@dataclass(frozen=True)
+class Recency:
+    """A head: ``into`` = feature ``copy`` of the latest ``events`` or ``markers`` token."""
+
+    events: tuple[str, ...]
+    copy: str
+    into: str
+    markers: tuple[str, ...]
+
+
 @dataclass
 class Circuit:
     """Weights of a two-layer Qwen3 backbone, filled in by name."""
@@ -140,34 +159,31 @@ class Circuit:
     texts: list[str]
     dims: dict[str, int] = field(default_factory=lambda: {"bias": 0})
     token_features: dict[Feature, int] = field(default_factory=dict)
-    chains: list[tuple[Chain, int]] = field(default_factory=list)  # (chain, accumulator dim)
-    offset_reads: dict[int, list[Feature]] = field(default_factory=dict)  # offset -> features
-    offset_writes: list[tuple[int, Feature, int]] = field(default_factory=list)  # (j, f, dim)
-    units: list[list[tuple[tuple[str, int, float, float], ...]]] = field(
-        default_factory=lambda: [[], []]
-    )
-    recency: list[tuple[tuple[str, ...], str, str, tuple[str, ...]]] = field(default_factory=list)
+    #: offset -> feature read there -> the accumulators it adds 1 to (in reading order)
+    links: dict[int, dict[Feature, list[int]]] = field(default_factory=dict)
+    units: tuple[list[Unit], list[Unit]] = field(default_factory=lambda: ([], []))
+    recency: list[Recency] = field(default_factory=list)
 
     def dim(self, name: str) -> int:
         if name not in self.dims:
             self.dims[name] = len(self.dims)
         return self.dims[name]
 
-    def feature(self, f: Feature) -> int:
-        if f not in self.token_features:
-            self.token_features[f] = self.dim(f"feat:{f!r}")
-        return self.token_features[f]
+    def feature(self, f: Feature) -> str:
+        """The name of the dimension holding token feature ``f`` (registered on first use)."""
+        name = f"feat:{f!r}"
+        self.token_features.setdefault(f, self.dim(name))
+        return name
 
     # ---- layer 0: chains over offsets -------------------------------------------------------
     def add_chain(self, chain: Chain, event_dim: int) -> None:
         """A chain whose completion at a token adds 1 to ``event_dim`` there."""
         n = len(chain.features)
-        own = self.feature(chain.features[-1])
+        own = self.dims[self.feature(chain.features[-1])]
         if n == 1:
             self.unit(0, [(own, 1.0)], [(event_dim, 1.0)])
             return
-        acc = self.dim(f"acc:{len(self.chains)}")
-        self.chains.append((chain, acc))
+        acc = self.dim(f"acc:{sum(name.startswith('acc:') for name in self.dims)}")
         for back, f in enumerate(reversed(chain.features[:-1]), start=1):
             self.link(back, f, acc)
         # acc counts the n-1 earlier tokens that match; the unit also needs the own (end) feature
@@ -176,10 +192,7 @@ class Circuit:
     def link(self, back: int, f: Feature, acc: int) -> None:
         """Add 1 to ``acc`` at each token whose ``back``-th predecessor has feature ``f``."""
         self.feature(f)
-        reads = self.offset_reads.setdefault(back, [])
-        if f not in reads:
-            reads.append(f)
-        self.offset_writes.append((back, f, acc))
+        self.links.setdefault(back, {}).setdefault(f, []).append(acc)
 
     def unit(
         self,
@@ -189,14 +202,9 @@ class Circuit:
         *,
         need: float | None = None,
     ) -> None:
-        """An AND unit: fires when ``sum(w * x) >= need`` (default: the sum of positive ``w``)."""
+        """An AND unit in ``layer`` (``need`` defaults to the sum of the positive weights)."""
         total = sum(w for _, w in ins if w > 0) if need is None else need
-        self.units[layer].append(
-            (
-                *(("in", d, w, total) for d, w in ins),
-                *(("out", d, w, total) for d, w in outs),
-            )
-        )
+        self.units[layer].append(Unit(tuple(ins), tuple(outs), total))
 
     # ---- layer 1: most recent event --------------------------------------------------------
     def add_recency(
@@ -209,96 +217,130 @@ class Circuit:
             if name not in self.dims:
                 raise KeyError(f"no dimension {name!r}")
         self.dim(into)
-        self.recency.append((tuple(events), copy, into, tuple(markers)))
+        self.recency.append(Recency(tuple(events), copy, into, tuple(markers)))
 
     # ---- weights ---------------------------------------------------------------------------
     def heads_needed(self) -> int:
-        offs = sum(math.ceil(len(fs) / HEAD_DIM) for fs in self.offset_reads.values())
+        offs = sum(math.ceil(len(fs) / HEAD_DIM) for fs in self.links.values())
         return max(offs, len(self.recency))
 
     def intermediate_needed(self) -> int:
         return max(len(u) for u in self.units)
 
-    def weights(self, hidden: int, heads: int, inter: int) -> dict[str, Any]:
+    def readout_norm(self, hidden: int, names: Sequence[str], gain: float) -> Any:
+        """Final-norm weights that keep only ``names`` (each read as ``gain`` times its value)."""
         torch = require("torch")
-        H, D = hidden, HEAD_DIM
-        if len(self.dims) > H:
-            raise ValueError(f"the circuit needs {len(self.dims)} dims, hidden_size is {H}")
+        unit = torch.full((hidden,), BIAS / math.sqrt(hidden))  # reads a dim as its value
+        norm = torch.zeros(hidden)
+        for name in names:
+            norm[self.dims[name]] = gain * unit[self.dims[name]]
+        return norm
 
-        def t(*shape: int) -> Any:
-            return torch.zeros(*shape, dtype=torch.float32)
-
-        w: dict[str, Any] = {}
-        emb = t(self.vocab_size, H)
+    def weights(self, hidden: int, heads: int, inter: int) -> dict[str, Any]:
+        """Every backbone weight, under the official names."""
+        torch = require("torch")
+        if len(self.dims) > hidden:
+            raise ValueError(f"the circuit needs {len(self.dims)} dims, hidden_size is {hidden}")
+        emb = torch.zeros(self.vocab_size, hidden)
         emb[:, 0] = BIAS
         for f, d in self.token_features.items():
-            ids = [i for i, text in enumerate(self.texts) if holds(f, text, i)]
-            emb[ids, d] = 1.0
-        w["model.embed_tokens.weight"] = emb
-        unit_norm = torch.full((H,), BIAS / math.sqrt(H))
-        unit_norm[0] = 1.0 / math.sqrt(H)
-        half = D // 2
-        freqs = ROPE_THETA ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)
-        for layer in range(2):
+            emb[[i for i, text in enumerate(self.texts) if holds(f, text, i)], d] = 1.0
+        w: dict[str, Any] = {"model.embed_tokens.weight": emb}
+        unit_norm = torch.full((hidden,), BIAS / math.sqrt(hidden))
+        unit_norm[0] = 1.0 / math.sqrt(hidden)
+        for layer, attention in enumerate((self._offset_heads, self._recency_heads)):
             p = f"model.layers.{layer}."
             w[p + "input_layernorm.weight"] = unit_norm.clone()
             w[p + "post_attention_layernorm.weight"] = unit_norm.clone()
-            q, k, v, o = t(heads * D, H), t(heads * D, H), t(heads * D, H), t(H, heads * D)
-            qn, kn = t(D), t(D)
-            if layer == 0:
-                # every head: q = phase -j*w per pair, k = phase 0; score peaks at distance j
-                amp = math.sqrt(OFFSET_AMPLITUDE * math.sqrt(D) / 2.0)
-                qn[:], kn[:] = amp, amp
-                hh = 0
-                for back in sorted(self.offset_reads):
-                    feats = self.offset_reads[back]
-                    for lo in range(0, len(feats), D):
-                        chunk = feats[lo : lo + D]
-                        rows = slice(hh * D, (hh + 1) * D)
-                        q[rows, 0] = torch.cat(
-                            [torch.cos(-back * freqs), torch.sin(-back * freqs)]
-                        ).float()
-                        k[rows, 0] = torch.cat([torch.ones(half), torch.zeros(half)])
-                        for c, f in enumerate(chunk):
-                            v[hh * D + c, self.token_features[f]] = 1.0
-                            for j, g, acc in self.offset_writes:
-                                if j == back and g == f:
-                                    o[acc, hh * D + c] += 1.0
-                        hh += 1
-            else:
-                # every head: q in the slowest pair; events' keys there at -pi/4, others elsewhere
-                slow = half - 1
-                amp = math.sqrt(RECENCY_SCALE * math.sqrt(D) / D)
-                qn[:], kn[:] = amp, amp
-                for hh, (events, copy, into, markers) in enumerate(self.recency):
-                    base = hh * D
-                    q[base + slow, 0] = 1.0
-                    k[base + 0, 0] = 1.0  # the null direction: q is 0 there
-                    older = 0.5 * float(freqs[slow])
-                    for names, angle in ((events, -math.pi / 4), (markers, -math.pi / 4 - older)):
-                        for e in names:
-                            k[base + slow, self.dims[e]] = 1000.0 * math.cos(angle)
-                            k[base + slow + half, self.dims[e]] = 1000.0 * math.sin(angle)
-                    v[base, self.dims[copy]] = 1.0
-                    o[self.dims[into], base] = 1.0
-            w[p + "self_attn.q_proj.weight"] = q
-            w[p + "self_attn.k_proj.weight"] = k
-            w[p + "self_attn.v_proj.weight"] = v
-            w[p + "self_attn.o_proj.weight"] = o
-            w[p + "self_attn.q_norm.weight"] = qn
-            w[p + "self_attn.k_norm.weight"] = kn
-            gate, up, down = t(inter, H), t(inter, H), t(H, inter)
-            for u, parts in enumerate(self.units[layer]):
-                total = parts[0][3]
-                up[u, 0] = 1.0
-                gate[u, 0] = -SLOPE * (total - 0.5)
-                for kind, d, wt, _ in parts:
-                    if kind == "in":
-                        gate[u, d] += SLOPE * wt
-                    else:
-                        down[d, u] += wt / (0.5 * SLOPE)
-            w[p + "mlp.gate_proj.weight"] = gate
-            w[p + "mlp.up_proj.weight"] = up
-            w[p + "mlp.down_proj.weight"] = down
+            for name, value in attention(hidden, heads).items():
+                w[p + "self_attn." + name] = value
+            for name, value in self._mlp(self.units[layer], hidden, inter).items():
+                w[p + "mlp." + name] = value
         w["model.norm.weight"] = unit_norm.clone()
         return w
+
+    @staticmethod
+    def _projections(hidden: int, heads: int) -> dict[str, Any]:
+        torch = require("torch")
+        rows = heads * HEAD_DIM
+        return {
+            "q_proj.weight": torch.zeros(rows, hidden),
+            "k_proj.weight": torch.zeros(rows, hidden),
+            "v_proj.weight": torch.zeros(rows, hidden),
+            "o_proj.weight": torch.zeros(hidden, rows),
+        }
+
+    def _offset_heads(self, hidden: int, heads: int) -> dict[str, Any]:
+        """Layer 0: q = phase -j*w per RoPE pair, k = phase 0, so a head's score peaks at
+        distance j; its value carries up to HEAD_DIM features of that token to accumulators."""
+        torch = require("torch")
+        D, half = HEAD_DIM, HEAD_DIM // 2
+        out = self._projections(hidden, heads)
+        q, k, v, o = (out[f"{x}_proj.weight"] for x in "qkvo")
+        amp = math.sqrt(OFFSET_AMPLITUDE * math.sqrt(D) / 2.0)
+        out["q_norm.weight"] = torch.full((D,), amp)
+        out["k_norm.weight"] = torch.full((D,), amp)
+        freqs = _freqs()
+        hh = 0
+        for back in sorted(self.links):
+            feats = list(self.links[back].items())
+            for lo in range(0, len(feats), D):
+                base = hh * D
+                q[base : base + D, 0] = torch.cat(
+                    [torch.cos(-back * freqs), torch.sin(-back * freqs)]
+                )
+                k[base : base + D, 0] = torch.cat([torch.ones(half), torch.zeros(half)])
+                for c, (f, accs) in enumerate(feats[lo : lo + D]):
+                    v[base + c, self.token_features[f]] = 1.0
+                    for acc in accs:
+                        o[acc, base + c] += 1.0
+                hh += 1
+        return out
+
+    def _recency_heads(self, hidden: int, heads: int) -> dict[str, Any]:
+        """Layer 1: q in the slowest RoPE pair; the keys of events there at -pi/4 (markers half
+        a position older), every other key in a direction q does not read."""
+        torch = require("torch")
+        D, half = HEAD_DIM, HEAD_DIM // 2
+        out = self._projections(hidden, heads)
+        q, k, v, o = (out[f"{x}_proj.weight"] for x in "qkvo")
+        amp = math.sqrt(RECENCY_SCALE * math.sqrt(D) / D)
+        out["q_norm.weight"] = torch.full((D,), amp)
+        out["k_norm.weight"] = torch.full((D,), amp)
+        slow = half - 1
+        older = 0.5 * float(_freqs()[slow])
+        for hh, head in enumerate(self.recency):
+            base = hh * D
+            q[base + slow, 0] = 1.0
+            k[base + 0, 0] = 1.0  # the null direction: q is 0 there
+            for names, angle in ((head.events, -math.pi / 4), (head.markers, -math.pi / 4 - older)):
+                for e in names:
+                    k[base + slow, self.dims[e]] = 1000.0 * math.cos(angle)
+                    k[base + slow + half, self.dims[e]] = 1000.0 * math.sin(angle)
+            v[base, self.dims[head.copy]] = 1.0
+            o[self.dims[head.into], base] = 1.0
+        return out
+
+    @staticmethod
+    def _mlp(units: list[Unit], hidden: int, inter: int) -> dict[str, Any]:
+        """``silu(gate) * up`` with ``up`` = 1: 0.5 * SLOPE when a unit's inputs reach its need."""
+        torch = require("torch")
+        gate, up, down = (
+            torch.zeros(inter, hidden),
+            torch.zeros(inter, hidden),
+            torch.zeros(hidden, inter),
+        )
+        for u, unit in enumerate(units):
+            up[u, 0] = 1.0
+            gate[u, 0] = -SLOPE * (unit.need - 0.5)
+            for d, wt in unit.ins:
+                gate[u, d] += SLOPE * wt
+            for d, wt in unit.outs:
+                down[d, u] += wt / (0.5 * SLOPE)
+        return {"gate_proj.weight": gate, "up_proj.weight": up, "down_proj.weight": down}
+
+
+def _freqs() -> Any:
+    """The RoPE frequency of each pair of a head (``rope_theta`` ** (-2i / head_dim))."""
+    torch = require("torch")
+    return ROPE_THETA ** (-torch.arange(0, HEAD_DIM, 2, dtype=torch.float64) / HEAD_DIM)

@@ -100,8 +100,7 @@ def _trigger_chains(tok: Any, circuit: Circuit, triggers: tuple[Trigger, ...]) -
 def stream_circuit(tok: Any, vocab: int) -> tuple[Circuit, dict[str, int]]:
     """The Stream backbone circuit; returns it with the dims the heads read (``p:<key>``)."""
     c = Circuit(vocab, _texts(tok, vocab))
-    turn = c.feature(("ID", tok.convert_tokens_to_ids("<|im_start|>")))
-    turn_name = next(n for n, d in c.dims.items() if d == turn)
+    turn_name = c.feature(("ID", tok.convert_tokens_to_ids("<|im_start|>")))
     # the response path also starts afresh on the token after an <|im_end|> (ids fed straight
     # after a user turn, as the official streaming API allows); the prompt path must not, its
     # verdict is read at that <|im_end|>
@@ -242,7 +241,7 @@ def _answer_rules(tok: Any, c: Circuit, scale: float) -> list[int]:
     for v in verdicts():
         seqs.append((v, lead + tok(answer_text(v), add_special_tokens=False)["input_ids"] + [end]))
     grammar = sorted({t for _, s in seqs for t in s})
-    gdim = {t: c.feature(("ID", t)) for t in grammar}
+    gdim = {t: c.dims[c.feature(("ID", t))] for t in grammar}
     # occurrences: (cur, prev, prev2, verdict) -> next
     occ: dict[int, list[tuple[tuple[int, ...], dict[str, int], int]]] = defaultdict(list)
     for v, s in seqs:
@@ -264,12 +263,8 @@ def _answer_rules(tok: Any, c: Circuit, scale: float) -> list[int]:
                 ins.append((c.dims[name], 1.0))
             for f, val in zip(feats, vals):
                 ins.append((c.dims[f"v:{f}"], 1.0 if val else -1.0))
-            c.unit(
-                1,
-                ins,
-                [(gdim[nxt], scale)],
-                need=sum(w for _, w in ins if w > 0) + (len(ctx) - 1 if n else 0),
-            )
+            # the current token, every context token, every verdict feature that must be 1
+            c.unit(1, ins, [(gdim[nxt], scale)], need=1.0 + len(ctx) + sum(vals))
     return grammar
 
 
