@@ -61,39 +61,37 @@ def gen(tiny):  # type: ignore[no-untyped-def]
     return load_gen(tiny.gen)
 
 
-def _generate(gen, convos: list[list[dict[str, str]]]) -> list[str]:  # type: ignore[no-untyped-def]
-    return generate(gen, convos, batch=48, max_new_tokens=128)  # the official budget
+def _gen_results(gen, cases, judge) -> Results:  # type: ignore[no-untyped-def]
+    """Generate for every case (the official budget of 128 new tokens) and judge the parsed
+    answer with ``judge(rule, messages, verdict)``; an answer that does not parse is a miss."""
+    results: Results = defaultdict(list)
+    outs = generate(gen, [c for _, _, c in cases], batch=48, max_new_tokens=128)
+    for (rule, lang, convo), out in zip(cases, outs):
+        try:
+            got = parse_gen_output(out)
+        except VerdictParseError:
+            results[rule, lang].append(False)
+            continue
+        results[rule, lang].append(judge(rule, convo, got))
+    return results
 
 
 def test_gen_prompt_accuracy(gen) -> None:  # type: ignore[no-untyped-def]
-    cases = fresh_prompt_cases()
-    results: Results = defaultdict(list)
-    for (rule, lang, convo), out in zip(cases, _generate(gen, [c for _, _, c in cases])):
+    def judge(rule, convo, got) -> bool:  # type: ignore[no-untyped-def]
         exp = expected_prompt(convo[-1]["content"])
-        try:
-            got = parse_gen_output(out)
-        except VerdictParseError:
-            results[rule, lang].append(False)
-            continue
-        results[rule, lang].append(got.level is exp.level and got.categories == exp.categories)
-    _check("Gen, prompt mode", results)
+        return bool(got.level is exp.level and got.categories == exp.categories)
+
+    _check("Gen, prompt mode", _gen_results(gen, fresh_prompt_cases(), judge))
 
 
 def test_gen_response_accuracy(gen) -> None:  # type: ignore[no-untyped-def]
-    cases = fresh_response_cases()
-    results: Results = defaultdict(list)
-    for (rule, lang, convo), out in zip(cases, _generate(gen, [c for _, _, c in cases])):
+    def judge(rule, convo, got) -> bool:  # type: ignore[no-untyped-def]
         exp = expected_response(convo[-1]["content"])
-        try:
-            got = parse_gen_output(out)
-        except VerdictParseError:
-            results[rule, lang].append(False)
-            continue
         if rule in ("refusal", "no refusal"):
-            results[rule, lang].append(got.refusal is exp.refusal)
-        else:
-            results[rule, lang].append(got.level is exp.level and got.categories == exp.categories)
-    _check("Gen, response mode", results)
+            return bool(got.refusal is exp.refusal)
+        return bool(got.level is exp.level and got.categories == exp.categories)
+
+    _check("Gen, response mode", _gen_results(gen, fresh_response_cases(), judge))
 
 
 @pytest.fixture(scope="module")
