@@ -88,7 +88,8 @@ def holds(feature: Feature, text: str, token_id: int) -> bool:
 
 @dataclass(frozen=True)
 class Chain:
-    """Features of the tokens at offsets ``len-1 ... 0`` (oldest first); fires ``event``."""
+    """Features of the tokens at offsets ``len-1 ... 0`` (oldest first); where all hold, the
+    last token gets 1 added to dimension ``ev:<event>``."""
 
     features: tuple[Feature, ...]
     event: str
@@ -176,8 +177,9 @@ class Circuit:
         return name
 
     # ---- layer 0: chains over offsets -------------------------------------------------------
-    def add_chain(self, chain: Chain, event_dim: int) -> None:
-        """A chain whose completion at a token adds 1 to ``event_dim`` there."""
+    def add_chain(self, chain: Chain) -> None:
+        """A chain whose completion at a token adds 1 to its event dimension there."""
+        event_dim = self.dim(f"ev:{chain.event}")
         n = len(chain.features)
         own = self.dims[self.feature(chain.features[-1])]
         if n == 1:

@@ -91,10 +91,9 @@ def _trigger_chains(tok: Any, circuit: Circuit, triggers: tuple[Trigger, ...]) -
     by_phrase = dict(zip((t.phrase for t in PROMPT_TRIGGERS), TRIGGER_KEYS))
     for trig in triggers:
         key = by_phrase[trig.phrase]
-        event = circuit.dim(f"ev:{key}")
         for form in forms(trig.phrase):
             for chain in form_chains(form, chain_shapes(tok, form, _LEFTS, _RIGHTS), key):
-                circuit.add_chain(chain, event)
+                circuit.add_chain(chain)
 
 
 def stream_circuit(tok: Any, vocab: int) -> tuple[Circuit, dict[str, int]]:
@@ -104,10 +103,7 @@ def stream_circuit(tok: Any, vocab: int) -> tuple[Circuit, dict[str, int]]:
     # the response path also starts afresh on the token after an <|im_end|> (ids fed straight
     # after a user turn, as the official streaming API allows); the prompt path must not, its
     # verdict is read at that <|im_end|>
-    c.add_chain(
-        Chain((("ID", tok.convert_tokens_to_ids("<|im_end|>")), ("ANY",)), "after"),
-        c.dim("ev:after"),
-    )
+    c.add_chain(Chain((("ID", tok.convert_tokens_to_ids("<|im_end|>")), ("ANY",)), "after"))
     _trigger_chains(tok, c, PROMPT_TRIGGERS)
     for path, markers in (("q", [turn_name]), ("r", [turn_name, "ev:after"])):
         for key in TRIGGER_KEYS:
@@ -219,10 +215,9 @@ def gen_circuit(tok: Any, vocab: int, answer_scale: float = 10.0) -> tuple[Circu
     """The Gen circuit; returns it with the token ids of the answer grammar (the logit dims)."""
     c = Circuit(vocab, _texts(tok, vocab))
     for role in ("USER", "ASSISTANT"):
-        c.add_chain(_marker_chain(tok, role), c.dim(f"ev:{role}"))
-    refusal = c.dim("ev:refusal")
+        c.add_chain(_marker_chain(tok, role))
     for chain in _refusal_chains(tok):
-        c.add_chain(chain, refusal)
+        c.add_chain(chain)
     _trigger_chains(tok, c, PROMPT_TRIGGERS)
     markers = ["ev:USER", "ev:ASSISTANT"]
     for key in TRIGGER_KEYS:
