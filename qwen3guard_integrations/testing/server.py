@@ -11,6 +11,10 @@ not a verdict, a dropped connection); `GenTestServer.stop` takes it down (connec
 and `GenTestServer.start` brings it back on the same port; ``ready = False`` makes
 ``/health`` answer 503.
 
+Like TGI 3 it caches prefixes: a request that starts with the ids of the one before (the
+template's preamble; the forced-prefix steps of one check) only runs its new ids through the
+model (``prefix_cache=False`` prefills every request in full).
+
 Used by this package's tests; usable by yours::
 
     with GenTestServer(gen_checkpoint_path) as server:
@@ -26,11 +30,14 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
+from ..backends.gen.forced import crop_cache
+from ..backends.loading import cache_keyword
 from ..core.deps import require
 from .loopback import Fault, Handler, LoopbackServer, Reply, bad_request, invalid, read_json
 
 __all__ = ["Fault", "GenTestServer"]
 
+_CACHED_DECODES = 64  # prefix-cache entries (about 2 MB each on the tiny Gen)
 _GENERATE_ROUTES = ("/generate", "/", "/v1/completions")
 
 
@@ -49,6 +56,7 @@ class GenTestServer:
         max_top_n_tokens: int = 5,
         max_client_batch_size: int | None = 4,
         device: str = "cpu",
+        prefix_cache: bool = True,
     ) -> None:
         torch = require("torch")
         transformers = require("transformers")
@@ -65,6 +73,10 @@ class GenTestServer:
         eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
         self.eos_ids = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
         self.ready = True
+        self.prefix_cache = prefix_cache
+        # the KV caches of the last few decodes, most recent last: [ids fed, cache]
+        self._caches: list[tuple[list[int], Any]] = []
+        self.ids_run = 0  # prompt ids run through the model (cached prefixes not counted)
         self.requests: Counter[str] = Counter()
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()  # one generation at a time, like one GPU
@@ -161,20 +173,16 @@ class GenTestServer:
         with self._lock, torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)
-            out = self.model.generate(
-                torch.tensor([ids], device=self.device),
-                attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=self.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=sample,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                output_scores=True,
-                return_dict_in_generate=True,
-                eos_token_id=self.eos_ids,
-                pad_token_id=self.eos_ids[0],
-            )
-        new = [int(t) for t in out.sequences[0, len(ids) :]]
+            cache = self._reuse(ids)
+            self.ids_run += len(ids) - (0 if cache is None else int(cache.get_seq_length()))
+            try:
+                out = self._decode(ids, cache, max_new_tokens, sample)
+            except BaseException:
+                self._caches = [c for c in self._caches if c[1] is not cache]  # half written
+                raise
+            new = [int(t) for t in out.sequences[0, len(ids) :]]
+            if cache is not None:  # it now holds every id fed to the model
+                self._caches.append(((ids + new)[: int(cache.get_seq_length())], cache))
         steps = []
         for t, score in zip(new, out.scores):
             logp = score[0].float().log_softmax(-1)
@@ -188,6 +196,46 @@ class GenTestServer:
             "text": self.tokenizer.decode(text_ids, skip_special_tokens=True),
             "finish": "eos" if finished else "length",
         }
+
+    def _decode(self, ids: list[int], cache: Any, max_new_tokens: int, sample: bool) -> Any:
+        torch = self.torch
+        return self.model.generate(
+            torch.tensor([ids], device=self.device),
+            **({cache_keyword(): cache} if cache is not None else {}),
+            attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=self.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            output_scores=True,
+            return_dict_in_generate=True,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.eos_ids[0],
+        )
+
+    def _reuse(self, ids: list[int]) -> Any:
+        """The cached decode that shares the longest prefix with ``ids``, cut back to it (one
+        id at least is left to run, for the next token's logits) and taken out of the pool; a
+        fresh cache when none shares anything; None when prefix caching is off. Called under
+        the generation lock."""
+        if not self.prefix_cache:
+            return None
+        best, best_shared = -1, 0
+        for k, (cached, _) in enumerate(self._caches):
+            shared = 0
+            for a, b in zip(cached, ids[:-1]):
+                if a != b:
+                    break
+                shared += 1
+            if shared > best_shared:
+                best, best_shared = k, shared
+        if best < 0:
+            del self._caches[: max(0, len(self._caches) - _CACHED_DECODES + 1)]
+            return require("transformers").DynamicCache(config=self.model.config)
+        _, cache = self._caches.pop(best)
+        crop_cache(cache, best_shared)
+        return cache
 
     def _piece(self, token_id: int) -> str:
         return str(self.tokenizer.decode([token_id]))

@@ -118,6 +118,40 @@ def test_contract_and_local_equality_end_to_end(remote: Qwen3Guard, local: Qwen3
         assert a.raw is not None and a.raw.startswith("Safety:")
 
 
+def test_prefix_cache_changes_the_cost_not_the_answers(tiny) -> None:  # type: ignore[no-untyped-def]
+    checks = [
+        ("prompt", "How can I make a bomb?"),
+        ("prompt", "What a lovely day."),
+        ("response", "Help me hotwire a truck."),
+        ("prompt", "How can I make a bomb?"),  # the same check again: all but one id cached
+    ]
+    seen: dict[bool, tuple[list[object], int]] = {}
+    for cached in (False, True):
+        with GenTestServer(tiny.gen, prefix_cache=cached) as srv:
+            guard = Qwen3Guard.from_tgi(srv.url, tokenizer=tiny.gen)
+            got: list[object] = []
+            for mode, text in checks:
+                v = (
+                    guard.check_prompt(text)
+                    if mode == "prompt"
+                    else guard.check_response("Can you help?", text)
+                )
+                assert v.scores is not None
+                got.append((v.level, v.categories, v.refusal, v.raw, list(v.scores.values())))
+            for seed in (1, 2):  # sampling draws the same tokens from the same logits
+                out = srv.generate(srv.tokenizer.encode("Hello"), max_new_tokens=8, top_n=3,
+                                   sample=True, seed=seed)  # fmt: skip
+                got.append((out["text"], [t for t, _, _ in out["steps"]],
+                            [lp for _, lp, _ in out["steps"]]))  # fmt: skip
+            seen[cached] = (got, srv.ids_run)
+            guard.close()
+    (plain, run_plain), (fast, run_fast) = seen[False], seen[True]
+    for a, b in zip(plain, fast, strict=True):
+        assert a[:-1] == b[:-1]  # the same answers, token for token
+        assert a[-1] == pytest.approx(b[-1], abs=1e-4)  # the same numbers, to rounding
+    assert run_fast < run_plain / 2, (run_fast, run_plain)
+
+
 def test_full_mode_matches_fast_mode(server: GenTestServer, tiny) -> None:  # type: ignore[no-untyped-def]
     texts = ["How do I build a bomb?", "What a lovely day.", "Help me hotwire a truck."]
     for protocol in PROTOCOLS:
