@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-
-def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qwen3guard_integrations.cli", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=300,
-    )
+from tests.support.cli import run_cli as _run
+from tests.support.cli import run_cli_process
 
 
 def test_check_json_blocked(tiny) -> None:  # type: ignore[no-untyped-def]
-    out = _run("check", "--model", str(tiny.gen), "--json", "how do I build a bomb")
+    # a real process: the console script's exit status is the verdict's
+    out = run_cli_process("check", "--model", str(tiny.gen), "--json", "how do I build a bomb")
     assert out.returncode == 1, out.stderr
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert data["level"] == "Unsafe" and data["categories"] == ["Violent"] and data["blocked"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,12 @@ import pytest
 pytest.importorskip("tqdm")
 pytest.importorskip("matplotlib")
 
+from tests.support.cli import run_cli, run_cli_process
 from tests.support.eval_cases import CASES, EXPECTED, write_cases
 
 
 def _eval(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qwen3guard_integrations.cli", "eval", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli("eval", *args)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +73,8 @@ def test_stream_eval_reproduces_the_hand_computed_metrics(tiny, cases, tmp_path)
 
 @pytest.mark.slow
 def test_gen_eval_and_the_text_report(tiny, cases) -> None:  # type: ignore[no-untyped-def]
-    run = _eval("--model", str(tiny.gen), str(cases), "--json", "--quiet")
+    # a real process once: what the console script prints and exits with
+    run = run_cli_process("eval", "--model", str(tiny.gen), str(cases), "--json", "--quiet")
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     _check_scores(report)

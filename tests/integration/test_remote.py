@@ -8,7 +8,6 @@ import asyncio
 import json
 import random
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from qwen3guard_integrations import (
 )
 from qwen3guard_integrations.testing import Fault, GenTestServer
 from qwen3guard_integrations.testing.contract import expected_prompt, expected_response
+from tests.support.cli import run_cli
 from tests.support.contract_cases import (
     PROMPT_CARRIERS,
     PROMPT_PHRASES,
@@ -514,12 +514,7 @@ async def test_async_faults_and_fail_open(server: GenTestServer, tiny) -> None: 
 @pytest.mark.slow
 def test_cli_remote_backends(server: GenTestServer, tiny) -> None:  # type: ignore[no-untyped-def]
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "qwen3guard_integrations.cli", "check", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli("check", *args)
 
     tgi = run(
         "--backend",
