@@ -78,13 +78,27 @@ def resolve_device(device: Any = None) -> Any:
     return dev
 
 
-def resolve_dtype(dtype: Any, device: Any) -> Any:
-    """``dtype`` as a ``torch.dtype``; by default bf16 on GPU and fp32 on CPU."""
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
+
+
+def resolve_dtype(dtype: Any, device: Any, config: Any = None) -> Any:
+    """``dtype`` as a ``torch.dtype`` (a dtype, its name, or bf16 / fp16 / half / fp32).
+
+    ``None`` or ``"auto"``: fp32 on the CPU; on a GPU bf16 (what the real checkpoints declare),
+    unless ``config`` declares float32, which is then kept (the tiny checkpoints need it: bf16
+    blurs their circuits' large attention scores).
+    """
     torch = require("torch")
     if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        return (
+            torch.float32 if str(declared).removeprefix("torch.") == "float32" else torch.bfloat16
+        )
     if isinstance(dtype, str):
-        value = getattr(torch, dtype.replace("torch.", ""), None)
+        name = dtype.removeprefix("torch.")
+        value = getattr(torch, _DTYPE_ALIASES.get(name, name), None)
         if not isinstance(value, torch.dtype):
             raise ConfigurationError(f"unknown dtype {dtype!r}")
         return value

@@ -47,8 +47,8 @@ class GenFactories:
     ) -> Self:
         """Load a Qwen3Guard-Gen checkpoint with ``transformers`` (a Hub id or a local folder).
 
-        ``device`` defaults to cuda when available, else cpu; ``dtype`` to bf16 on GPU and fp32
-        on CPU. ``fast=True`` reads the level from one forward pass and decodes categories and
+        ``device`` defaults to cuda when available, else cpu; ``dtype`` to bf16 on GPU (fp32 if
+        the checkpoint declares fp32) and fp32 on CPU. ``fast=True`` reads the level from one forward pass and decodes categories and
         refusal only when needed; ``fast=False`` decodes the whole answer greedily. Input longer
         than ``max_input_tokens`` (default: the model's context less the answer budget) is checked
         in windows overlapping by ``window_overlap`` tokens, and the worst verdict wins.

@@ -114,8 +114,8 @@ class Qwen3StreamGuard:
     ) -> Qwen3StreamGuard:
         """Load a Stream checkpoint (Hub id or local folder) without remote code.
 
-        ``device`` defaults to cuda when available, else cpu; ``dtype`` to bf16 on a GPU and fp32
-        on the CPU. Missing or unexpected weights raise `CheckpointError`.
+        ``device`` defaults to cuda when available, else cpu; ``dtype`` to bf16 on a GPU (fp32 if
+        the checkpoint declares fp32) and fp32 on the CPU. Missing or unexpected weights raise `CheckpointError`.
         """
         from ..backends.stream.loading import load_stream_model
 

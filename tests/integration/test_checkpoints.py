@@ -140,3 +140,27 @@ def test_module_cli_writes_both(tiny, tmp_path: Path) -> None:  # type: ignore[n
     assert out.stdout.split() == [str(tmp_path / "gen"), str(tmp_path / "stream")]
     assert (tmp_path / "gen" / "model.safetensors").is_file()
     assert (tmp_path / "stream" / "model.safetensors").is_file()
+
+
+def test_a_checkpoint_that_declares_float32_loads_in_float32_on_a_gpu(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # The tiny circuits need float32 (bf16 blurs their large attention scores). The default on a
+    # GPU is bf16, as for the real checkpoints; a checkpoint whose config says float32 keeps it.
+    torch = pytest.importorskip("torch")
+    from transformers import AutoConfig
+
+    from qwen3guard_integrations.backends.loading import resolve_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for folder in (tiny.gen, tiny.stream):
+        config = AutoConfig.from_pretrained(folder)
+        assert resolve_dtype(None, cuda, config) is torch.float32, folder
+        assert resolve_dtype("auto", cuda, config) is torch.float32
+        assert resolve_dtype("bf16", cuda, config) is torch.bfloat16  # asked for: given
+        assert resolve_dtype(None, cpu, config) is torch.float32
+    real = json.loads((Path(tiny.gen) / "config.json").read_text())
+    real.pop("torch_dtype", None)
+    real["dtype"] = "bfloat16"  # what the real Qwen3Guard configs declare
+    (tmp_path / "config.json").write_text(json.dumps(real))
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert resolve_dtype(None, cuda, config) is torch.bfloat16
+    assert resolve_dtype(None, cuda) is torch.bfloat16  # no config: the GPU default

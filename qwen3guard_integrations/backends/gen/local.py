@@ -97,7 +97,7 @@ class TransformersGenBackend:
             transformers.AutoModelForCausalLM,
             model_id,
             "Gen model",
-            **{dtype_kwarg(): resolve_dtype(dtype, dev)},
+            **{dtype_kwarg(): resolve_dtype(dtype, dev, config)},
             **opts,
         )
         return cls(model.to(dev), tokenizer, model_id=str(model_id), **kwargs)

@@ -24,7 +24,7 @@ from ...core.labels import (
     Category,
     Level,
 )
-from ..loading import hub_options, resolve_device
+from ..loading import hub_options, resolve_device, resolve_dtype
 
 __all__ = [
     "IGNORED_WEIGHT_NAMES",
@@ -116,19 +116,10 @@ def auto_device(device: Any = None) -> Any:
     return resolve_device(device)  # a device that is not there: ConfigurationError, at once
 
 
-def auto_dtype(device: Any, dtype: Any = None) -> Any:
-    """``dtype`` as a ``torch.dtype``; ``None`` means bf16 on a GPU and fp32 on the CPU."""
-    torch = require("torch")
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, str):
-        name = dtype.removeprefix("torch.")
-        alias = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
-        value = getattr(torch, alias.get(name, name), None)
-        if not isinstance(value, torch.dtype):
-            raise CheckpointError(f"unknown dtype {dtype!r}")
-        return value
-    return dtype
+def auto_dtype(device: Any, dtype: Any = None, config: Any = None) -> Any:
+    """``dtype`` as a ``torch.dtype`` (`resolve_dtype`: ``None`` means fp32 on the CPU and
+    bf16 on a GPU unless ``config`` declares float32)."""
+    return resolve_dtype(dtype, device, config)
 
 
 def resolve_checkpoint(model_id_or_path: str | os.PathLike[str], **hub_kwargs: Any) -> Path:
@@ -234,7 +225,7 @@ def load_stream_model(
             raise CheckpointError(f"config has no {key!r}: not a Stream checkpoint", path=str(path))
     labels = StreamLabels.from_config(config)
     dev = auto_device(device)
-    dt = auto_dtype(dev, dtype)
+    dt = auto_dtype(dev, dtype, config)
     state = read_state_dict(path)
     with torch.device(dev):
         model = Qwen3GuardStreamModel(config)
