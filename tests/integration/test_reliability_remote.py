@@ -221,7 +221,8 @@ def test_timeout_bounds_the_whole_check(server: GenTestServer, tiny, protocol: s
                 started = time.monotonic()
                 with pytest.raises(BackendTimeoutError):
                     run("What a lovely day.")
-                assert time.monotonic() - started < 2.0
+                # one byte per 0.1 s: undeadlined, the answer alone takes tens of seconds
+                assert time.monotonic() - started < 2.5
     # retries included: 503 with Retry-After, again and again
     with _guard(_base(server.url, protocol), tiny, protocol, timeout=1.0, max_retries=8) as g:
         server.inject(Fault(status=503, retry_after=0.4), times=20)
@@ -230,7 +231,7 @@ def test_timeout_bounds_the_whole_check(server: GenTestServer, tiny, protocol: s
             g.check_prompt("What a lovely day.")
         with pytest.raises(BackendError):
             asyncio.run(g.acheck_prompt("What a lovely day."))
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 3.5  # two 1 s deadlines; unbounded: >= 6.4 s
 
 
 # --- item 14: HF_HUB_OFFLINE does not cut the guard off its own server ------------------------
