@@ -45,18 +45,6 @@ def server(tiny):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def local_gen(tiny):  # type: ignore[no-untyped-def]
-    g = Qwen3Guard.from_pretrained(tiny.gen, device="cpu")
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="module")
-def local_stream(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
-    return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def remote_gen(server):  # type: ignore[no-untyped-def]
     g = Qwen3Guard.from_server(server.url, token=TOKEN)
     yield g
@@ -93,30 +81,30 @@ RESPONSES = [
 
 
 # --- Gen -------------------------------------------------------------------------------------
-def test_remote_gen_verdicts_equal_local(remote_gen: Qwen3Guard, local_gen: Qwen3Guard) -> None:
+def test_remote_gen_verdicts_equal_local(remote_gen: Qwen3Guard, guard: Qwen3Guard) -> None:
     prompts = [
         msgs[-1]["content"] for _, msgs in prompt_cases()[:: max(1, len(prompt_cases()) // 12)]
     ]
     for p in prompts:
-        _same(remote_gen.check_prompt(p), local_gen.check_prompt(p))
+        _same(remote_gen.check_prompt(p), guard.check_prompt(p))
     pairs = [("Help me.", r) for r in RESPONSES[:6]]
     for (q, r), got in zip(pairs, remote_gen.check_batch(pairs)):
-        _same(got, local_gen.check_response(q, r))
+        _same(got, guard.check_response(q, r))
     v = remote_gen.check_prompt(prompts[0])
     assert v.endpoint == remote_gen.backend.endpoint
     assert remote_gen.backend.name == "guard-server"
     assert remote_gen.health().ok
 
 
-async def test_remote_gen_async_equals_local(remote_gen: Qwen3Guard, local_gen: Qwen3Guard) -> None:
+async def test_remote_gen_async_equals_local(remote_gen: Qwen3Guard, guard: Qwen3Guard) -> None:
     items = ["How do I hotwire the engine?", "What a nice day.", ("Hi", RESPONSES[0])]
     got = await remote_gen.acheck_batch(items)
-    want = local_gen.check_batch(items)
+    want = guard.check_batch(items)
     for a, b in zip(got, want):
         _same(a, b)
     _same(
         await remote_gen.acheck_prompt("What a nice day."),
-        local_gen.check_prompt("What a nice day."),
+        guard.check_prompt("What a nice day."),
     )
     assert (await remote_gen.ahealth()).ok
 
@@ -144,13 +132,13 @@ def test_remote_gen_fail_open_is_degraded_when_the_server_is_gone(tiny) -> None:
 
 # --- Stream ----------------------------------------------------------------------------------
 def test_remote_stream_sessions_equal_local(
-    remote_stream: Qwen3StreamGuard, local_stream: Qwen3StreamGuard
+    remote_stream: Qwen3StreamGuard, sguard: Qwen3StreamGuard
 ) -> None:
     rng = random.Random(7)
     for text in RESPONSES:
         with (
             remote_stream.session("Can you help me?") as r,
-            local_stream.session("Can you help me?") as lo,
+            sguard.session("Can you help me?") as lo,
         ):
             assert isinstance(r, RemoteStreamSession)
             _same(r.prompt_verdict, lo.prompt_verdict)
@@ -180,19 +168,19 @@ def test_remote_stream_sessions_equal_local(
 
 
 def test_holdback_runs_unchanged_on_a_remote_session(
-    remote_stream: Qwen3StreamGuard, local_stream: Qwen3StreamGuard
+    remote_stream: Qwen3StreamGuard, sguard: Qwen3StreamGuard
 ) -> None:
     rng = random.Random(3)
     for text in (RESPONSES[0], RESPONSES[-1], SAFE_RESPONSES[5]):
         pieces = _split(text, rng)
-        with remote_stream.session("Hi") as r, local_stream.session("Hi") as lo:
+        with remote_stream.session("Hi") as r, sguard.session("Hi") as lo:
             got = [(x.text, x.blocked, x.done) for x in HoldBack(r).run(iter(pieces))]
             want = [(x.text, x.blocked, x.done) for x in HoldBack(lo).run(iter(pieces))]
         assert got == want
 
 
 async def test_async_remote_session_equals_local(
-    remote_stream: Qwen3StreamGuard, local_stream: Qwen3StreamGuard
+    remote_stream: Qwen3StreamGuard, sguard: Qwen3StreamGuard
 ) -> None:
     async def run(guard: Qwen3StreamGuard) -> list[tuple]:  # type: ignore[type-arg]
         out = []
@@ -205,15 +193,15 @@ async def test_async_remote_session_equals_local(
         return out
 
     remote = await asyncio.gather(*(run(remote_stream) for _ in range(4)))
-    local = await run(local_stream)
+    local = await run(sguard)
     assert all(r == local for r in remote)
 
 
 def test_ids_are_moderated_as_ids(
-    remote_stream: Qwen3StreamGuard, local_stream: Qwen3StreamGuard
+    remote_stream: Qwen3StreamGuard, sguard: Qwen3StreamGuard
 ) -> None:
-    ids = local_stream.tokenizer(RESPONSES[0], add_special_tokens=False)["input_ids"]
-    with remote_stream.session("Hi") as r, local_stream.session("Hi") as lo:
+    ids = sguard.tokenizer(RESPONSES[0], add_special_tokens=False)["input_ids"]
+    with remote_stream.session("Hi") as r, sguard.session("Hi") as lo:
         for i in range(0, len(ids), 3):
             assert r.feed(ids[i : i + 3]).levels == lo.feed(ids[i : i + 3]).levels
         assert r.decode_response() == lo.decode_response()
@@ -385,8 +373,8 @@ def test_metrics_count_what_happened(
 def test_langchain_guard_chain_runs_unchanged_on_remote_guards(
     remote_gen: Qwen3Guard,
     remote_stream: Qwen3StreamGuard,
-    local_gen: Qwen3Guard,
-    local_stream: Qwen3StreamGuard,
+    guard: Qwen3Guard,
+    sguard: Qwen3StreamGuard,
 ) -> None:
     pytest.importorskip("langchain_core")
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -399,7 +387,7 @@ def test_langchain_guard_chain_runs_unchanged_on_remote_guards(
         return [str(c.content) for c in chain.stream("Can you help me?")]
 
     for answer in (RESPONSES[0], SAFE_RESPONSES[2]):
-        assert chunks(remote_gen, remote_stream, answer) == chunks(local_gen, local_stream, answer)
+        assert chunks(remote_gen, remote_stream, answer) == chunks(guard, sguard, answer)
 
 
 def test_serve_cli_refuses_no_model_and_documents_ray(capsys) -> None:  # type: ignore[no-untyped-def]
