@@ -30,7 +30,7 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-from ..backends.gen.forced import crop_cache
+from ..backends.gen.forced import crop_cache, shared_prefix
 from ..backends.loading import cache_keyword
 from ..core.deps import require
 from .loopback import Fault, Handler, LoopbackServer, Reply, bad_request, invalid, read_json
@@ -221,20 +221,13 @@ class GenTestServer:
         the generation lock."""
         if not self.prefix_cache:
             return None
-        best, best_shared = -1, 0
-        for k, (cached, _) in enumerate(self._caches):
-            shared = 0
-            for a, b in zip(cached, ids[:-1]):
-                if a != b:
-                    break
-                shared += 1
-            if shared > best_shared:
-                best, best_shared = k, shared
-        if best < 0:
+        shared = [shared_prefix(cached, ids[:-1]) for cached, _ in self._caches]
+        best = max(range(len(shared)), key=shared.__getitem__, default=None)
+        if best is None or shared[best] == 0:
             del self._caches[: max(0, len(self._caches) - _CACHED_DECODES + 1)]
             return require("transformers").DynamicCache(config=self.model.config)
         _, cache = self._caches.pop(best)
-        crop_cache(cache, best_shared)
+        crop_cache(cache, shared[best])
         return cache
 
     def _piece(self, token_id: int) -> str:

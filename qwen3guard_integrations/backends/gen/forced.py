@@ -26,7 +26,7 @@ from ...core.labels import Category, Level, Role
 from ..loading import cache_keyword
 from .prompt import LEVEL_WORDS
 
-__all__ = ["ForcedAnswers", "ForcedResult", "continue_answers", "crop_cache"]
+__all__ = ["ForcedAnswers", "ForcedResult", "continue_answers", "crop_cache", "shared_prefix"]
 
 _SAFETY = "Safety:"
 
@@ -209,6 +209,11 @@ def crop_cache(cache: Any, keep: int) -> None:
         cache.crop(-(int(cache.get_seq_length()) - keep))
     else:
         cache.crop(keep)
+
+
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids ``a`` and ``b`` have in common (where a KV cache can be reused)."""
+    return next((k for k, (i, j) in enumerate(zip(a, b)) if i != j), min(len(a), len(b)))
 
 
 def _follows(seq: list[int], argmax: list[int]) -> bool:

@@ -24,7 +24,7 @@ from ...core.messages import Message
 from ...core.verdict import Verdict
 from ..base import BackendHealth
 from ..loading import cache_keyword, dtype_kwarg, load_or_explain, resolve_device, resolve_dtype
-from .forced import ForcedAnswers, continue_answers
+from .forced import ForcedAnswers, continue_answers, shared_prefix
 from .prompt import GenPrompt, GenPromptEncoder, check_gen_config
 
 __all__ = ["TransformersGenBackend"]
@@ -205,8 +205,9 @@ class TransformersGenBackend:
             a, b = (("a",), ("b",)) if role is Role.PROMPT else (("q", "a"), ("r", "b"))
             x = self.encoder.encode(_conversation(*a)).windows[0]
             y = self.encoder.encode(_conversation(*b)).windows[0]
-            n = next((k for k, (i, j) in enumerate(zip(x, y)) if i != j), min(len(x), len(y)))
-            ids = tuple(x[: max(n - 1, 0)])  # keep the last shared token in the suffix
+            ids = tuple(
+                x[: max(shared_prefix(x, y) - 1, 0)]
+            )  # keep the last shared token in the suffix
             cache = transformers.DynamicCache(config=self.model.config)
             if ids:
                 self.model(
