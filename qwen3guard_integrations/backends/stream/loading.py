@@ -30,8 +30,6 @@ __all__ = [
     "IGNORED_WEIGHT_NAMES",
     "LoadedStreamModel",
     "StreamLabels",
-    "auto_device",
-    "auto_dtype",
     "load_stream_model",
     "read_state_dict",
     "resolve_checkpoint",
@@ -109,17 +107,6 @@ class LoadedStreamModel:
     name: str
     device: Any
     dtype: Any
-
-
-def auto_device(device: Any = None) -> Any:
-    """``device`` as a ``torch.device``; ``None`` means cuda when available, else cpu."""
-    return resolve_device(device)  # a device that is not there: ConfigurationError, at once
-
-
-def auto_dtype(device: Any, dtype: Any = None, config: Any = None) -> Any:
-    """``dtype`` as a ``torch.dtype`` (`resolve_dtype`: ``None`` means fp32 on the CPU and
-    bf16 on a GPU unless ``config`` declares float32)."""
-    return resolve_dtype(dtype, device, config)
 
 
 def resolve_checkpoint(model_id_or_path: str | os.PathLike[str], **hub_kwargs: Any) -> Path:
@@ -224,8 +211,8 @@ def load_stream_model(
         if getattr(config, key, None) is None:
             raise CheckpointError(f"config has no {key!r}: not a Stream checkpoint", path=str(path))
     labels = StreamLabels.from_config(config)
-    dev = auto_device(device)
-    dt = auto_dtype(dev, dtype, config)
+    dev = resolve_device(device)  # a device that is not there: ConfigurationError, at once
+    dt = resolve_dtype(dtype, dev, config)
     state = read_state_dict(path)
     with torch.device(dev):
         model = Qwen3GuardStreamModel(config)
