@@ -117,10 +117,15 @@ def _sizes(circuit: Circuit) -> tuple[int, int, int]:
     return hidden, heads, inter
 
 
+def _vocab_size(tok: Any) -> int:
+    """The embedding rows: the tokenizer's ids rounded up to a multiple of 64."""
+    return int(math.ceil(len(tok) / 64) * 64)
+
+
 def _config(tok: Any, hidden: int, heads: int, inter: int, **extra: Any) -> Any:
     transformers = require("transformers")
     return transformers.Qwen3Config(
-        vocab_size=int(math.ceil(len(tok) / 64) * 64),
+        vocab_size=_vocab_size(tok),
         hidden_size=hidden,
         intermediate_size=inter,
         num_hidden_layers=2,
@@ -155,8 +160,7 @@ def build_gen_checkpoint(path: Path, options: BuildOptions, log: Callable[[str],
     transformers = require("transformers")
     start = time.monotonic()
     tok = qwen3_tokenizer(options.vocab_limit, chat_template=GEN_CHAT_TEMPLATE)
-    vocab = int(math.ceil(len(tok) / 64) * 64)
-    circuit, grammar = gen_circuit(tok, vocab)
+    circuit, grammar = gen_circuit(tok, _vocab_size(tok))
     hidden, heads, inter = _sizes(circuit)
     config = _config(tok, hidden, heads, inter, architectures=["Qwen3ForCausalLM"])
     weights = circuit.weights(hidden, heads, inter)
@@ -185,17 +189,18 @@ def build_gen_checkpoint(path: Path, options: BuildOptions, log: Callable[[str],
 
 
 def _stream_label_maps() -> dict[str, Any]:
+    def names(order: Any) -> dict[str, str]:
+        return {str(i): v.value for i, v in enumerate(order)}
+
     return {
         "num_risk_level": len(STREAM_RISK_LEVEL_ORDER),
         "num_category": len(STREAM_RESPONSE_CATEGORY_ORDER),
         "num_query_risk_level": len(STREAM_RISK_LEVEL_ORDER),
         "num_query_category": len(STREAM_PROMPT_CATEGORY_ORDER),
-        "response_risk_level_map": {str(i): v.value for i, v in enumerate(STREAM_RISK_LEVEL_ORDER)},
-        "response_category_map": {
-            str(i): v.value for i, v in enumerate(STREAM_RESPONSE_CATEGORY_ORDER)
-        },
-        "query_risk_level_map": {str(i): v.value for i, v in enumerate(STREAM_RISK_LEVEL_ORDER)},
-        "query_category_map": {str(i): v.value for i, v in enumerate(STREAM_PROMPT_CATEGORY_ORDER)},
+        "response_risk_level_map": names(STREAM_RISK_LEVEL_ORDER),
+        "response_category_map": names(STREAM_RESPONSE_CATEGORY_ORDER),
+        "query_risk_level_map": names(STREAM_RISK_LEVEL_ORDER),
+        "query_category_map": names(STREAM_PROMPT_CATEGORY_ORDER),
     }
 
 
@@ -207,8 +212,7 @@ def build_stream_checkpoint(path: Path, options: BuildOptions, log: Callable[[st
 
     start = time.monotonic()
     tok = qwen3_tokenizer(options.vocab_limit, chat_template=STREAM_CHAT_TEMPLATE)
-    vocab = int(math.ceil(len(tok) / 64) * 64)
-    circuit, head_dims = stream_circuit(tok, vocab)
+    circuit, head_dims = stream_circuit(tok, _vocab_size(tok))
     hidden, heads, inter = _sizes(circuit)
     inner = options.guard_inner_size
     config = _config(
