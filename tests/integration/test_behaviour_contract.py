@@ -1,8 +1,8 @@
 """The tiny checkpoints follow the behaviour contract on fresh sentences (real forward passes).
 
-Each rule is checked on at least 20 sentences the training generator never produced, in English
-and other languages. The models are tiny (two layers, trained for under two minutes), so each
-rule must hold on at least 90% of its cases (most hold on all); the closing notes record counts.
+Each rule is checked on at least 20 sentences in English and other languages, through the
+official call paths. Each rule must hold on at least 90% of its cases (the computed weights hold
+all of them; tests/integration/test_fixture_accuracy.py asserts 99% on fresh sentences).
 """
 
 from __future__ import annotations
@@ -13,11 +13,6 @@ from collections import defaultdict
 import pytest
 
 from qwen3guard_integrations.core import Level, parse_gen_output
-from qwen3guard_integrations.core.labels import (
-    STREAM_PROMPT_CATEGORY_ORDER,
-    STREAM_RESPONSE_CATEGORY_ORDER,
-    STREAM_RISK_LEVEL_ORDER,
-)
 from qwen3guard_integrations.testing.contract import (
     expected_prompt,
     expected_response,
@@ -31,7 +26,14 @@ from tests.support.contract_cases import (
     prompt_cases,
     response_cases,
 )
-from tests.support.official import generate, load_gen, load_stream
+from tests.support.official import (
+    generate,
+    load_gen,
+    load_stream,
+    prompt_head_reading,
+    response_head_readings,
+    token_pieces,
+)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -119,8 +121,7 @@ def test_stream_prompt_head(stream) -> None:  # type: ignore[no-untyped-def]
         at = max(i for i, t in enumerate(ids) if t == im_end)  # closes the last user turn
         with torch.no_grad():
             out = model(torch.tensor([ids]))
-        level = STREAM_RISK_LEVEL_ORDER[int(out.query_risk_level_logits[0, at].argmax())]
-        cat = STREAM_PROMPT_CATEGORY_ORDER[int(out.query_category_logits[0, at].argmax())]
+        level, cat = prompt_head_reading(out, 0, at)
         exp = expected_prompt(convo[-1]["content"])
         results[rule].append(
             level is exp.level and (level is Level.SAFE or (cat,) == exp.categories)
@@ -140,22 +141,10 @@ def test_stream_response_tokens(stream) -> None:  # type: ignore[no-untyped-def]
     decisions: dict[str, list[bool]] = defaultdict(list)
     for rule, convo in response_cases():
         ids = tok(convo[-1]["content"], add_special_tokens=False)["input_ids"]
-        pieces, prev = [], ""
-        for i in range(len(ids)):
-            cur = tok.decode(ids[: i + 1])
-            pieces.append(cur[len(prev) :])
-            prev = cur
-        expected = expected_stream_levels(pieces)
+        expected = expected_stream_levels(token_pieces(tok, ids))
         with torch.no_grad():
             out = model(torch.tensor([prefix + ids]))
-        levels = [
-            STREAM_RISK_LEVEL_ORDER[int(x)]
-            for x in out.risk_level_logits[0, len(prefix) :].argmax(-1)
-        ]
-        cats = [
-            STREAM_RESPONSE_CATEGORY_ORDER[int(x)]
-            for x in out.category_logits[0, len(prefix) :].argmax(-1)
-        ]
+        levels, cats = response_head_readings(out, 0, len(prefix), len(prefix) + len(ids))
         for (lv, cat), got_lv, got_cat in zip(expected, levels, cats):
             tokens[rule].append(got_lv is lv and (cat is None or got_cat is cat))
         # the official decision: two consecutive non-Safe tokens of the same level trip it

@@ -1,7 +1,7 @@
 """The tiny checkpoints follow their contract on fresh held-out sentences, rule by rule.
 
 Every rule of `qwen3guard_integrations.testing.contract` is measured on at least 100 sentences in
-nine languages that the training generator never produces (`tests.support.fresh_cases`), through
+nine languages that the checkpoints' builder never sees (`tests.support.fresh_cases`), through
 the official call paths only: Gen with plain ``transformers`` (``apply_chat_template(messages,
 tokenize=False)``, greedy ``generate``), Stream with a plain forward over the official rendering.
 The table per rule and language is printed (``pytest -s`` shows it); every rule must hold on at
@@ -18,11 +18,6 @@ from collections import defaultdict
 import pytest
 
 from qwen3guard_integrations.core import Level, VerdictParseError, parse_gen_output
-from qwen3guard_integrations.core.labels import (
-    STREAM_PROMPT_CATEGORY_ORDER,
-    STREAM_RESPONSE_CATEGORY_ORDER,
-    STREAM_RISK_LEVEL_ORDER,
-)
 from qwen3guard_integrations.testing.contract import (
     expected_prompt,
     expected_response,
@@ -34,7 +29,15 @@ from tests.support.fresh_cases import (
     fresh_response_cases,
     rule_table,
 )
-from tests.support.official import forward_padded, generate, load_gen, load_stream
+from tests.support.official import (
+    forward_padded,
+    generate,
+    load_gen,
+    load_stream,
+    prompt_head_reading,
+    response_head_readings,
+    token_pieces,
+)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -118,8 +121,7 @@ def test_stream_prompt_accuracy(stream) -> None:  # type: ignore[no-untyped-def]
         out = forward_padded(model, rows, tok.pad_token_id)
         for b, ((rule, lang, convo), ids) in enumerate(zip(chunk, rows)):
             at = max(i for i, t in enumerate(ids) if t == im_end)  # closes the last user turn
-            level = STREAM_RISK_LEVEL_ORDER[int(out.query_risk_level_logits[b, at].argmax())]
-            cat = STREAM_PROMPT_CATEGORY_ORDER[int(out.query_category_logits[b, at].argmax())]
+            level, cat = prompt_head_reading(out, b, at)
             exp = expected_prompt(convo[-1]["content"])
             results[rule, lang].append(
                 level is exp.level and (level is Level.SAFE or (cat,) == exp.categories)
@@ -143,24 +145,12 @@ def test_stream_response_accuracy(stream) -> None:  # type: ignore[no-untyped-de
                 add_special_tokens=False,
             )["input_ids"]
             ids = tok(convo[-1]["content"], add_special_tokens=False)["input_ids"]
-            pieces, prev = [], ""
-            for i in range(len(ids)):
-                cur = tok.decode(ids[: i + 1])
-                pieces.append(cur[len(prev) :])
-                prev = cur
             rows.append(prefix + ids)
             starts.append(len(prefix))
-            expected.append(expected_stream_levels(pieces))
+            expected.append(expected_stream_levels(token_pieces(tok, ids)))
         out = forward_padded(model, rows, tok.pad_token_id)
         for b, (rule, lang, _) in enumerate(chunk):
-            lo_, hi = starts[b], len(rows[b])
-            levels = [
-                STREAM_RISK_LEVEL_ORDER[int(x)] for x in out.risk_level_logits[b, lo_:hi].argmax(-1)
-            ]
-            cats = [
-                STREAM_RESPONSE_CATEGORY_ORDER[int(x)]
-                for x in out.category_logits[b, lo_:hi].argmax(-1)
-            ]
+            levels, cats = response_head_readings(out, b, starts[b], len(rows[b]))
             for (lv, cat), got_lv, got_cat in zip(expected[b], levels, cats):
                 tokens[rule, lang].append(got_lv is lv and (cat is None or got_cat is cat))
             want = any(lv is not Level.SAFE for lv, _ in expected[b])

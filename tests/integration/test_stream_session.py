@@ -27,6 +27,7 @@ from tests.support.contract_cases import (
     assert_rules,
     prompt_cases,
 )
+from tests.support.official import token_pieces
 
 torch = pytest.importorskip("torch")
 
@@ -34,15 +35,6 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def guard(tiny) -> Qwen3StreamGuard:  # type: ignore[no-untyped-def]
     return Qwen3StreamGuard.from_pretrained(tiny.stream, device="cpu")
-
-
-def _pieces(tok, ids: list[int]) -> list[str]:  # type: ignore[no-untyped-def]
-    out, prev = [], ""
-    for i in range(len(ids)):
-        cur = tok.decode(ids[: i + 1])
-        out.append(cur[len(prev) :])
-        prev = cur
-    return out
 
 
 def response_cases() -> list[tuple[str, str]]:
@@ -99,7 +91,7 @@ def _check_stream(guard: Qwen3StreamGuard, feed_mode: str) -> None:
     decisions: dict[str, list[bool]] = defaultdict(list)
     for rule, text in response_cases():
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        expected = expected_stream_levels(_pieces(tok, ids))
+        expected = expected_stream_levels(token_pieces(tok, ids))
         got = []
         with guard.session("Can you help me?") as s:
             if feed_mode == "ids":
@@ -144,7 +136,7 @@ def test_debounced_decision_on_clear_cases(
 ) -> None:
     tok = guard.tokenizer
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    pieces = _pieces(tok, ids)
+    pieces = token_pieces(tok, ids)
     first = next(i for i, (lv, _) in enumerate(expected_stream_levels(pieces)) if lv is level)
     with guard.session("Can you help me?", debounce=2, policy=Policy.loose()) as s:
         updates = [s.feed(t) for t in ids]

@@ -7,7 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["forward_padded", "generate", "load_gen", "load_stream"]
+__all__ = [
+    "forward_padded",
+    "generate",
+    "load_gen",
+    "load_stream",
+    "prompt_head_reading",
+    "response_head_readings",
+    "token_pieces",
+]
 
 
 def load_gen(path: Path) -> tuple[Any, Any]:
@@ -70,3 +78,44 @@ def forward_padded(model: Any, rows: list[list[int]], pad: int) -> Any:
         mask[i, : len(r)] = 1
     with torch.no_grad():
         return model(ids, attention_mask=mask)
+
+
+def token_pieces(tok: Any, ids: list[int]) -> list[str]:
+    """The text each id adds to the decoded response (what a stream hands out token by token)."""
+    pieces, prev = [], ""
+    for i in range(len(ids)):
+        cur = tok.decode(ids[: i + 1])
+        pieces.append(cur[len(prev) :])
+        prev = cur
+    return pieces
+
+
+def prompt_head_reading(out: Any, row: int, at: int) -> tuple[Any, Any]:
+    """The prompt head's (level, category) at position ``at`` of ``row`` (argmax, in the
+    official label orders)."""
+    from qwen3guard_integrations.core.labels import (
+        STREAM_PROMPT_CATEGORY_ORDER,
+        STREAM_RISK_LEVEL_ORDER,
+    )
+
+    level = STREAM_RISK_LEVEL_ORDER[int(out.query_risk_level_logits[row, at].argmax())]
+    return level, STREAM_PROMPT_CATEGORY_ORDER[int(out.query_category_logits[row, at].argmax())]
+
+
+def response_head_readings(
+    out: Any, row: int, start: int, stop: int
+) -> tuple[list[Any], list[Any]]:
+    """The response head's levels and categories at positions ``start:stop`` of ``row``."""
+    from qwen3guard_integrations.core.labels import (
+        STREAM_RESPONSE_CATEGORY_ORDER,
+        STREAM_RISK_LEVEL_ORDER,
+    )
+
+    levels = [
+        STREAM_RISK_LEVEL_ORDER[int(x)] for x in out.risk_level_logits[row, start:stop].argmax(-1)
+    ]
+    cats = [
+        STREAM_RESPONSE_CATEGORY_ORDER[int(x)]
+        for x in out.category_logits[row, start:stop].argmax(-1)
+    ]
+    return levels, cats
